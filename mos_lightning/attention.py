@@ -1,0 +1,117 @@
+"""Cross-attention processors that give layer l of the UNet its own text encoding.
+
+The text side arrives as ``[B, L * T, C]`` (see :func:`mos_lightning.tokens.encode_prompts`);
+the processor of cross-attention layer l attends to the slice ``[:, l*T:(l+1)*T]``. Processors
+are plain diffusers processors installed with ``unet.set_attn_processor``; self-attention keeps
+diffusers' own SDPA processor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+_BLOCK_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+
+def cross_attention_layers(unet) -> list[str]:
+    """Processor names of the UNet's cross-attention layers in the method's order: down → mid → up.
+
+    ``named_modules`` lists up blocks before the mid block; the method (and the reference
+    checkpoints) number layers down → mid → up, so order them explicitly.
+    """
+    names = [
+        name
+        for name in unet.attn_processors
+        if unet.get_submodule(name.rsplit(".processor", 1)[0]).is_cross_attention
+    ]
+    position = {name: i for i, name in enumerate(names)}
+    return sorted(names, key=lambda n: (_BLOCK_ORDER.get(n.split(".")[0], 3), position[n]))
+
+
+def num_cross_attention_layers(unet) -> int:
+    return len(cross_attention_layers(unet))
+
+
+@dataclass
+class AttentionRecorder:
+    """Collects head-averaged cross-attention probabilities ``[B, N_pixels, T]`` per layer while ``active``."""
+
+    active: bool = False
+    maps: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.maps.clear()
+
+
+def _to_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    batch, length, inner = x.shape
+    return x.view(batch, length, heads, inner // heads).transpose(1, 2)
+
+
+class LayerwiseCrossAttnProcessor:
+    """SDPA cross-attention where layer ``layer`` of ``num_layers`` reads its own slice of the text states."""
+
+    def __init__(self, layer: int, num_layers: int, recorder: AttentionRecorder | None = None):
+        self.layer = layer
+        self.num_layers = num_layers
+        self.recorder = recorder
+
+    def text_slice(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        total = encoder_hidden_states.shape[1]
+        if total % self.num_layers:
+            raise ValueError(
+                f"text states of length {total} are not {self.num_layers} equal layer copies; "
+                "encode prompts with mos_lightning.tokens.encode_prompts"
+            )
+        width = total // self.num_layers
+        return encoder_hidden_states[:, self.layer * width : (self.layer + 1) * width]
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is None:
+            raise ValueError("LayerwiseCrossAttnProcessor is for cross-attention layers only")
+        if hidden_states.ndim != 3 or attention_mask is not None:
+            raise NotImplementedError("layer-wise cross-attention expects [B, N, C] states and no mask")
+        residual = hidden_states
+        context = self.text_slice(encoder_hidden_states)
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = _to_heads(attn.to_q(hidden_states), attn.heads)
+        key = _to_heads(attn.to_k(context), attn.heads)
+        value = _to_heads(attn.to_v(context), attn.heads)
+        if self.recorder is not None and self.recorder.active:
+            scores = query @ key.transpose(-1, -2) * (attn.scale if attn.scale else 1 / math.sqrt(query.shape[-1]))
+            probs = scores.softmax(-1)
+            self.recorder.maps[self.layer] = probs.mean(1)  # [B, N, T]
+            out = probs @ value
+        else:
+            out = F.scaled_dot_product_attention(query, key, value)
+        out = out.transpose(1, 2).flatten(2).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def install_layerwise_processors(unet, recorder: AttentionRecorder | None = None) -> int:
+    """Give every cross-attention layer a :class:`LayerwiseCrossAttnProcessor`; return L."""
+    layers = cross_attention_layers(unet)
+    index = {name: i for i, name in enumerate(layers)}
+    processors = {
+        name: LayerwiseCrossAttnProcessor(index[name], len(layers), recorder) if name in index else AttnProcessor2_0()
+        for name in unet.attn_processors
+    }
+    unet.set_attn_processor(processors)
+    return len(layers)

@@ -1,0 +1,184 @@
+"""Concept images (+ optional captions and masks) as a torch Dataset, validated up front.
+
+A concept source is a folder of images with optional caption and mask folders matched by file
+stem (``captions/<stem>.txt``, ``masks/<stem>.png``), or an entry of the reference
+implementation's concept-list JSON (``instance_prompt``, ``instance_data_dir``, ``caption_dir``,
+``mask_dir``). Every problem is reported before training starts, naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from .transforms import image_to_tensor, mask_to_tensor, resize_crop_letterbox, shuffle_caption
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+@dataclass
+class ConceptSource:
+    """Where one concept's training data lives."""
+
+    image_dir: str
+    caption_dir: str | None = None
+    mask_dir: str | None = None
+    instance_prompt: str = "<TOK>"
+
+
+@dataclass
+class ConceptItem:
+    image: Path
+    caption: str
+    mask: Path | None
+
+
+def _check_dir(path: str | None, what: str) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(f"{what} {p} does not exist or is not a folder")
+    return p
+
+
+def _open_image(path: Path, mode: str) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot read image {path}: {err}; remove or replace the file") from err
+
+
+def scan_concept(source: ConceptSource, placeholder: str, require_placeholder: bool) -> list[ConceptItem]:
+    """List and validate one concept's files; raise a clear error for each kind of bad input."""
+    image_dir = _check_dir(source.image_dir, "image folder")
+    caption_dir = _check_dir(source.caption_dir, "caption folder")
+    mask_dir = _check_dir(source.mask_dir, "mask folder")
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FileNotFoundError(f"image folder {image_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    items = []
+    for path in images:
+        size = _open_image(path, "RGB").size
+        caption = source.instance_prompt
+        caption_file = caption_dir / f"{path.stem}.txt" if caption_dir else None
+        if caption_file is not None and caption_file.is_file():
+            caption = caption_file.read_text().strip()
+        if require_placeholder and placeholder not in caption:
+            origin = caption_file if caption_file is not None and caption_file.is_file() else "instance_prompt"
+            raise ValueError(
+                f"caption of {path.name} ({origin}: {caption!r}) does not contain the placeholder "
+                f"{placeholder!r}; add it where the concept should appear"
+            )
+        mask = None
+        if mask_dir is not None:
+            mask = mask_dir / f"{path.stem}.png"
+            if not mask.is_file():
+                raise FileNotFoundError(f"mask {mask} for image {path.name} is missing")
+            mask_size = _open_image(mask, "L").size
+            if mask_size != size:
+                raise ValueError(f"mask {mask} is {mask_size[0]}x{mask_size[1]} but image {path.name} is {size[0]}x{size[1]}")
+        items.append(ConceptItem(path, caption, mask))
+    return items
+
+
+def read_concept_list(path: str | Path) -> list[ConceptSource]:
+    """Read the reference implementation's concept-list JSON; relative paths resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"concept list {path} does not exist")
+    entries = json.loads(path.read_text())
+    if isinstance(entries, dict):
+        entries = [entries]
+    if not entries:
+        raise ValueError(f"concept list {path} is empty")
+
+    def resolve(p: str | None) -> str | None:
+        if p is None or Path(p).expanduser().exists():
+            return p
+        return str(path.parent / p)
+
+    sources = []
+    for i, e in enumerate(entries):
+        if "instance_data_dir" not in e:
+            raise ValueError(f"entry {i} of {path} has no 'instance_data_dir'")
+        sources.append(
+            ConceptSource(
+                image_dir=resolve(e["instance_data_dir"]),
+                caption_dir=resolve(e.get("caption_dir")),
+                mask_dir=resolve(e.get("mask_dir")),
+                instance_prompt=e.get("instance_prompt", "<TOK>"),
+            )
+        )
+    return sources
+
+
+class ConceptDataset(Dataset):
+    """Augmented concept samples: ``pixel_values`` [3,S,S] in [-1,1], ``caption`` (with the placeholder),
+    ``mask`` (foreground × valid, latent resolution), ``valid_mask`` (latent resolution), ``has_mask``."""
+
+    def __init__(
+        self,
+        sources: list[ConceptSource],
+        resolution: int = 512,
+        crop_prob: float = 0.5,
+        flip_prob: float = 0.5,
+        keep_tags: int = 1,
+        shuffle_tags: bool = True,
+        prompt_templates: list[str] | None = None,
+        placeholder: str = "<TOK>",
+        require_placeholder: bool = True,
+        mask_downsample: int = 8,
+    ):
+        if resolution % mask_downsample:
+            raise ValueError(f"resolution {resolution} must be divisible by mask_downsample {mask_downsample}")
+        for t in prompt_templates or []:
+            if "{}" not in t:
+                raise ValueError(f"prompt template {t!r} needs a '{{}}' where the caption goes")
+        self.items = [item for s in sources for item in scan_concept(s, placeholder, require_placeholder)]
+        self.resolution = resolution
+        self.crop_prob = crop_prob
+        self.flip_prob = flip_prob
+        self.keep_tags = keep_tags
+        self.shuffle_tags = shuffle_tags
+        self.prompt_templates = list(prompt_templates or [])
+        self.mask_downsample = mask_downsample
+        self.rng = random  # the global generator, which Lightning seeds per rank and worker
+
+    @property
+    def has_masks(self) -> bool:
+        return all(item.mask is not None for item in self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def caption(self, text: str) -> str:
+        if self.shuffle_tags:
+            text = shuffle_caption(text, self.keep_tags, self.rng)
+        if self.prompt_templates:
+            text = self.rng.choice(self.prompt_templates).format(text)
+        return text
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        image = _open_image(item.image, "RGB")
+        mask = _open_image(item.mask, "L") if item.mask else Image.new("L", image.size, 255)
+        image, mask, valid = resize_crop_letterbox(image, mask, self.resolution, self.crop_prob, self.rng)
+        if self.rng.random() < self.flip_prob:
+            image, mask, valid = (x.transpose(Image.FLIP_LEFT_RIGHT) for x in (image, mask, valid))
+        valid_mask = mask_to_tensor(valid, self.mask_downsample)
+        return {
+            "pixel_values": image_to_tensor(image),
+            "caption": self.caption(item.caption),
+            "mask": mask_to_tensor(mask, self.mask_downsample) * valid_mask,
+            "valid_mask": valid_mask,
+            "has_mask": torch.tensor(item.mask is not None),
+        }

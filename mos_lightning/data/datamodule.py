@@ -1,0 +1,98 @@
+"""LightningDataModule for one concept's tuning data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from .concept import ConceptDataset, ConceptSource, read_concept_list
+
+
+class ConceptDataModule(pl.LightningDataModule):
+    """Images of one concept, from a folder or the reference concept-list JSON; training length is set by
+    ``trainer.max_steps`` (the loader simply repeats), not by an enlarge ratio."""
+
+    def __init__(
+        self,
+        concept_dir: str | None = None,
+        concept_list: str | None = None,
+        caption_dir: str | None = None,
+        mask_dir: str | None = None,
+        instance_prompt: str = "<TOK>",
+        placeholder: str = "<TOK>",
+        require_placeholder: bool = True,
+        resolution: int = 512,
+        crop_prob: float = 0.5,
+        flip_prob: float = 0.5,
+        keep_tags: int = 1,
+        shuffle_tags: bool = True,
+        prompt_templates: list[str] | None = None,
+        mask_downsample: int = 8,
+        batch_size: int = 2,
+        num_workers: int = 2,
+    ):
+        """
+        Args:
+            concept_dir: Folder of images; ``captions/`` and ``masks/`` inside it are used when present.
+            concept_list: Reference-implementation concept-list JSON (instead of ``concept_dir``).
+            caption_dir: Caption folder (``<image stem>.txt``) for ``concept_dir``; default ``concept_dir/captions``.
+            mask_dir: Mask folder (``<image stem>.png``) for ``concept_dir``; default ``concept_dir/masks``.
+            instance_prompt: Caption for images without a caption file.
+            placeholder: The string in captions that stands for the concept (replaced by its tokens).
+            require_placeholder: Reject captions that lack the placeholder.
+            resolution: Square training resolution in pixels.
+            crop_prob: Probability of short-edge resize + random crop (else long-edge resize + letterbox).
+            flip_prob: Probability of a horizontal flip.
+            keep_tags: Comma-separated caption tags kept in front when shuffling.
+            shuffle_tags: Shuffle the caption tags after the first ``keep_tags``.
+            prompt_templates: Optional templates like ``"a photo of a {}"``; one is drawn per sample.
+            mask_downsample: Pixel → latent downsampling of masks (the VAE scale factor, 8 for SD).
+            batch_size: Samples per GPU/process.
+            num_workers: DataLoader worker processes.
+        """
+        super().__init__()
+        if (concept_dir is None) == (concept_list is None):
+            raise ValueError("give exactly one of concept_dir (a folder of images) or concept_list (a JSON file)")
+        self.save_hyperparameters()
+        self.dataset: ConceptDataset | None = None
+
+    def sources(self) -> list[ConceptSource]:
+        h = self.hparams
+        if h.concept_list is not None:
+            return read_concept_list(h.concept_list)
+        root = Path(h.concept_dir).expanduser()
+        caption_dir = h.caption_dir or (str(root / "captions") if (root / "captions").is_dir() else None)
+        mask_dir = h.mask_dir or (str(root / "masks") if (root / "masks").is_dir() else None)
+        return [ConceptSource(str(root), caption_dir, mask_dir, h.instance_prompt)]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        h = self.hparams
+        self.dataset = ConceptDataset(
+            self.sources(),
+            resolution=h.resolution,
+            crop_prob=h.crop_prob,
+            flip_prob=h.flip_prob,
+            keep_tags=h.keep_tags,
+            shuffle_tags=h.shuffle_tags,
+            prompt_templates=h.prompt_templates,
+            placeholder=h.placeholder,
+            require_placeholder=h.require_placeholder,
+            mask_downsample=h.mask_downsample,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return DataLoader(
+            self.dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            drop_last=len(self.dataset) >= self.hparams.batch_size,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )

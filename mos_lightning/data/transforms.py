@@ -1,0 +1,69 @@
+"""Image and caption augmentation for concept tuning (PIL/numpy/torch; no torchvision).
+
+Geometry follows the reference: with probability ``crop_prob`` the image is resized so its short
+edge equals ``size`` and a random ``size``×``size`` square is cropped; otherwise it is resized so
+its long edge equals ``size`` and letterboxed (centred) into a square canvas, with a validity
+mask marking real pixels. Masks undergo the same geometry. Then a random horizontal flip.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def _resize(img: Image.Image, scale: float, resample) -> Image.Image:
+    w, h = img.size
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+
+
+def resize_crop_letterbox(
+    image: Image.Image,
+    mask: Image.Image,
+    size: int,
+    crop_prob: float,
+    rng: random.Random,
+) -> tuple[Image.Image, Image.Image, Image.Image]:
+    """Return (image, mask, valid) as ``size``×``size`` images; ``valid`` is 255 on real pixels."""
+    w, h = image.size
+    if rng.random() < crop_prob:
+        scale = size / min(w, h)
+        image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+        w, h = image.size
+        left, top = rng.randint(0, w - size), rng.randint(0, h - size)
+        box = (left, top, left + size, top + size)
+        return image.crop(box), mask.crop(box), Image.new("L", (size, size), 255)
+    scale = size / max(w, h)
+    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    w, h = image.size
+    offset = ((size - w) // 2, (size - h) // 2)
+    canvas, mask_canvas, valid = (Image.new(m, (size, size), 0) for m in ("RGB", "L", "L"))
+    canvas.paste(image, offset)
+    mask_canvas.paste(mask, offset)
+    valid.paste(Image.new("L", (w, h), 255), offset)
+    return canvas, mask_canvas, valid
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB image → ``[3, H, W]`` float in [-1, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def mask_to_tensor(mask: Image.Image, downsample: int) -> torch.Tensor:
+    """L-mode mask → ``[1, H/d, W/d]`` float in [0, 1], area-averaged to latent resolution."""
+    array = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None, None]
+    if downsample > 1:
+        array = torch.nn.functional.avg_pool2d(array, downsample)
+    return array[0]
+
+
+def shuffle_caption(caption: str, keep: int, rng: random.Random) -> str:
+    """Keep the first ``keep`` comma-separated tags in place and shuffle the rest."""
+    tags = [t.strip() for t in caption.split(",") if t.strip()]
+    head, tail = tags[:keep], tags[keep:]
+    rng.shuffle(tail)
+    return ", ".join(head + tail)

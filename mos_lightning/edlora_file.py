@@ -1,0 +1,160 @@
+"""The ED-LoRA file: layer-wise embeddings + both LoRAs + JSON metadata in one ``.safetensors``.
+
+Keys: ``embedding.<token>`` ([L, C], or [1, C] for the non-layer-wise baseline),
+``unet.<module>.lora_{A,B}.weight``, ``text_encoder.<module>.lora_{A,B}.weight``.
+Metadata key ``mos_lightning`` holds JSON (see :class:`EDLoRA`). The reference
+implementation's ``.pth`` files import into the same in-memory form.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .io import atomic_path
+
+FORMAT_VERSION = 1
+METADATA_KEY = "mos_lightning"
+
+
+@dataclass
+class ConceptInfo:
+    """One concept in a file: its token names (in prompt order) and optional class word."""
+
+    tokens: list[str]
+    class_word: str | None = None
+
+
+@dataclass
+class EDLoRA:
+    """In-memory ED-LoRA: what a tuned concept (or several) adds to a base model."""
+
+    concepts: dict[str, ConceptInfo]
+    embeddings: dict[str, torch.Tensor]
+    unet_lora: dict[str, torch.Tensor] = field(default_factory=dict)
+    text_encoder_lora: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_layers: int = 16
+    rank: int = 4
+    alpha: float = 1.0
+    base_model: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def token_names(self) -> list[str]:
+        return [t for c in self.concepts.values() for t in c.tokens]
+
+    @property
+    def hidden_size(self) -> int:
+        return next(iter(self.embeddings.values())).shape[-1]
+
+    def token_string(self, concept: str) -> str:
+        return " ".join(self.concepts[concept].tokens)
+
+    def embedding_matrix(self) -> torch.Tensor:
+        """``[N, L', C]`` embeddings in :attr:`token_names` order."""
+        return torch.stack([self.embeddings[t] for t in self.token_names])
+
+    def metadata(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "concepts": {name: asdict(info) for name, info in self.concepts.items()},
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "base_model": self.base_model,
+            "extra": self.extra,
+        }
+
+    def validate(self) -> None:
+        missing = [t for t in self.token_names if t not in self.embeddings]
+        if missing:
+            raise ValueError(f"ED-LoRA has no embedding for token(s) {missing}")
+        for token, emb in self.embeddings.items():
+            if emb.ndim != 2 or emb.shape[0] not in (1, self.num_layers):
+                raise ValueError(f"embedding of {token} has shape {tuple(emb.shape)}, expected [{self.num_layers}, C]")
+
+
+def save_edlora(path: str | Path, edlora: EDLoRA) -> Path:
+    """Write ``edlora`` as safetensors, atomically."""
+    edlora.validate()
+    tensors = {f"embedding.{t}": e.detach().float().cpu().contiguous() for t, e in edlora.embeddings.items()}
+    tensors |= {f"unet.{k}": v.detach().cpu().contiguous() for k, v in edlora.unet_lora.items()}
+    tensors |= {f"text_encoder.{k}": v.detach().cpu().contiguous() for k, v in edlora.text_encoder_lora.items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: json.dumps(edlora.metadata())})
+    return path
+
+
+def load_edlora(path: str | Path) -> EDLoRA:
+    """Read an ED-LoRA ``.safetensors`` (ours) or a reference-implementation ``.pth``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ED-LoRA file {path} does not exist")
+    if path.suffix in (".pth", ".pt", ".ckpt"):
+        return import_reference_pth(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta_text = (f.metadata() or {}).get(METADATA_KEY)
+        if meta_text is None:
+            raise ValueError(f"{path} is a safetensors file but not an ED-LoRA (no '{METADATA_KEY}' metadata)")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta = json.loads(meta_text)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {meta['format_version']}; upgrade mos-lightning to read it")
+    groups: dict[str, dict[str, torch.Tensor]] = {"embedding": {}, "unet": {}, "text_encoder": {}}
+    for key, value in tensors.items():
+        prefix, _, rest = key.partition(".")
+        groups[prefix][rest] = value
+    edlora = EDLoRA(
+        concepts={n: ConceptInfo(**c) for n, c in meta["concepts"].items()},
+        embeddings=groups["embedding"],
+        unet_lora=groups["unet"],
+        text_encoder_lora=groups["text_encoder"],
+        num_layers=meta["num_layers"],
+        rank=meta["rank"],
+        alpha=meta["alpha"],
+        base_model=meta.get("base_model", ""),
+        extra=meta.get("extra", {}),
+    )
+    edlora.validate()
+    return edlora
+
+
+def _reference_key(key: str) -> str:
+    # Reference keys: "<module>.lora_down.weight" / "<module>.lora_up.weight"; transformers 5's
+    # CLIPTextModel no longer has the "text_model." level.
+    key = key.removeprefix("text_model.")
+    return key.replace(".lora_down.weight", ".lora_A.weight").replace(".lora_up.weight", ".lora_B.weight")
+
+
+def import_reference_pth(path: str | Path, concept_name: str | None = None) -> EDLoRA:
+    """Import a reference-implementation ED-LoRA ``.pth`` (read with ``weights_only=True``)."""
+    path = Path(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    params = checkpoint.get("params", checkpoint)
+    if "new_concept_embedding" not in params:
+        raise ValueError(f"{path} is not a reference ED-LoRA file (no params['new_concept_embedding'])")
+    embeddings = {t: e.float() for t, e in params["new_concept_embedding"].items()}
+    unet = {_reference_key(k): v.float() for k, v in params.get("unet", {}).items()}
+    text = {_reference_key(k): v.float() for k, v in params.get("text_encoder", {}).items()}
+    ranks = {v.shape[0] for k, v in (unet | text).items() if k.endswith("lora_A.weight")}
+    if len(ranks) > 1:
+        raise ValueError(f"{path} mixes LoRA ranks {sorted(ranks)}")
+    num_layers = next(iter(embeddings.values())).shape[0]
+    return EDLoRA(
+        concepts={concept_name or path.stem: ConceptInfo(tokens=list(embeddings))},
+        embeddings=embeddings,
+        unet_lora=unet,
+        text_encoder_lora=text,
+        num_layers=num_layers,
+        rank=ranks.pop() if ranks else 0,
+        alpha=1.0,
+        base_model="",
+        extra={"imported_from": str(path)},
+    )

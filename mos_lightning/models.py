@@ -1,0 +1,85 @@
+"""Loading a Stable Diffusion 1.x base model (local diffusers folder or hub id) and checking compatibility."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .attention import num_cross_attention_layers
+from .edlora_file import EDLoRA
+
+SUBFOLDERS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+
+
+@dataclass
+class BaseModel:
+    """The parts of an SD 1.x model that ED-LoRA tuning, fusion and sampling need."""
+
+    tokenizer: object
+    text_encoder: object
+    unet: object
+    vae: object
+    scheduler_config: dict
+    name: str
+
+    @property
+    def num_layers(self) -> int:
+        return num_cross_attention_layers(self.unet)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_encoder.config.hidden_size
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def _source(base_model: str) -> tuple[str, bool]:
+    path = Path(base_model).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"base model {base_model} is not a diffusers model folder (no model_index.json); "
+                "give a folder written by save_pretrained or a hub id like 'stable-diffusion-v1-5/stable-diffusion-v1-5'"
+            )
+        missing = [s for s in SUBFOLDERS if not (path / s).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"base model folder {base_model} lacks {missing}")
+        return str(path), True
+    if base_model.startswith((".", "/", "~")) or base_model.count("/") != 1:
+        raise FileNotFoundError(
+            f"base model {base_model!r} is neither an existing folder nor a hub id of the form 'owner/name'"
+        )
+    return base_model, False
+
+
+def load_base_model(base_model: str) -> BaseModel:
+    """Load tokenizer, text encoder, UNet and VAE through ``from_pretrained`` (weights frozen, eval mode)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    source, local = _source(base_model)
+    kwargs = {"local_files_only": local}
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
+    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs)
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs)
+    scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **kwargs)
+    for module in (text_encoder, unet, vae):
+        module.requires_grad_(False).eval()
+    return BaseModel(tokenizer, text_encoder, unet, vae, dict(scheduler_config), base_model)
+
+
+def check_compatible(edlora: EDLoRA, base: BaseModel, source: str = "ED-LoRA file") -> None:
+    """Raise a clear error if ``edlora`` was tuned on a base of a different shape."""
+    if edlora.num_layers != base.num_layers:
+        raise ValueError(
+            f"{source} has {edlora.num_layers} layer-wise embeddings per token but the base model has "
+            f"{base.num_layers} cross-attention layers: it was tuned on a different base model"
+        )
+    if edlora.hidden_size != base.hidden_size:
+        raise ValueError(
+            f"{source} has {edlora.hidden_size}-wide embeddings but the base text encoder is "
+            f"{base.hidden_size} wide: it was tuned on a different base model"
+        )

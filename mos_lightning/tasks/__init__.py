@@ -1,0 +1,3 @@
+from .edlora import EDLoRATask
+
+__all__ = ["EDLoRATask"]

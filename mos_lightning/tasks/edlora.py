@@ -1,0 +1,253 @@
+"""ED-LoRA single-concept tuning as a LightningModule (and the paper's LoRA / P+ baselines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+
+from ..attention import AttentionRecorder, install_layerwise_processors
+from ..edlora_file import EDLoRA, ConceptInfo, save_edlora
+from ..losses import attention_regularisation, masked_mse
+from ..lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
+from ..models import load_base_model
+from ..tokens import create_layerwise_tokens, encode_prompts, initial_embedding, tokenize
+
+DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+class EDLoRATask(pl.LightningModule):
+    """Tunes one concept: layer-wise token embeddings plus rank-r LoRA on UNet and text-encoder attention.
+
+    The base model is loaded in :meth:`configure_model` (after the data has been validated). Only the
+    concept's embeddings and the LoRA weights train; the base weights and every other embedding row
+    stay bit-identical. At the end of ``fit`` rank 0 writes ``<output_dir>/edlora.safetensors``.
+    """
+
+    def __init__(
+        self,
+        base_model: str = DEFAULT_BASE,
+        concept_name: str = "concept",
+        tokens: tuple[str, ...] = ("<concept1>", "<concept2>"),
+        initializers: tuple[str, ...] = ("<rand-0.013>", "man"),
+        class_word: str | None = None,
+        placeholder: str = "<TOK>",
+        layerwise: bool = True,
+        lora_rank: int = 4,
+        lora_alpha: float = 1.0,
+        embedding_lr: float = 1e-3,
+        text_encoder_lr: float = 1e-5,
+        unet_lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        lr_schedule: Literal["linear", "constant"] = "linear",
+        noise_offset: float = 0.01,
+        prediction_type: Literal["epsilon", "v_prediction"] | None = None,
+        mask_loss: bool = False,
+        attn_reg_weight: float = 0.0,
+        max_embedding_norm: float | None = 0.55,
+        init_seed: int = 0,
+        output_dir: str = "outputs/edlora",
+        export_every_n_steps: int = 0,
+    ):
+        """
+        Args:
+            base_model: Local diffusers folder or hub id of the SD 1.x base model.
+            concept_name: Name of the concept, stored in the ED-LoRA file (used by fusion and sampling).
+            tokens: New token names for the concept, in prompt order (e.g. ``<potter1>``, ``<potter2>``).
+            initializers: One per token: ``<rand-σ>`` (Gaussian, std σ) or a single-token word to copy.
+            class_word: The concept's class word (for evaluation bounds); default: the first word initializer.
+            placeholder: String in captions replaced by the concept's tokens.
+            layerwise: One embedding per cross-attention layer (ED-LoRA); False = one shared embedding ("LoRA" baseline).
+            lora_rank: LoRA rank on UNet and text-encoder attention; 0 trains embeddings only (the "P+" baseline).
+            lora_alpha: LoRA scale in ``W x + alpha * B(A x)`` (reference: 1.0).
+            embedding_lr: Learning rate of the concept embeddings.
+            text_encoder_lr: Learning rate of the text-encoder LoRA.
+            unet_lr: Learning rate of the UNet LoRA.
+            weight_decay: AdamW weight decay.
+            betas: AdamW betas.
+            lr_schedule: ``linear`` decays every group's rate to 0 at ``trainer.max_steps``; ``constant`` keeps it.
+            noise_offset: Adds ``noise_offset * randn(B, C, 1, 1)`` to the noise.
+            prediction_type: Override the scheduler's prediction type (default: the base model's).
+            mask_loss: Weight the loss by the foreground masks (needs masks); otherwise by the letterbox validity mask.
+            attn_reg_weight: Weight of the cross-attention regularisation (paper: 0.01; needs masks; 0 disables).
+            max_embedding_norm: Concept embeddings stop updating once their mean norm reaches this (None disables).
+            init_seed: Seed of the random token initialisation.
+            output_dir: Where ``edlora.safetensors`` is written.
+            export_every_n_steps: Also write ``edlora-step<N>.safetensors`` every N optimizer steps (0 disables).
+        """
+        super().__init__()
+        if not tokens or len(tokens) != len(initializers):
+            raise ValueError(f"need one initializer per token, got tokens={list(tokens)} initializers={list(initializers)}")
+        if not placeholder:
+            raise ValueError("placeholder must be a non-empty string such as '<TOK>'")
+        if lora_rank < 0:
+            raise ValueError("lora_rank must be >= 0")
+        self.save_hyperparameters()
+        self.strict_loading = False  # checkpoints hold only the trainable state (see on_save_checkpoint)
+        self.recorder = AttentionRecorder()
+
+    # ----------------------------------------------------------------- model
+    @property
+    def token_string(self) -> str:
+        return " ".join(self.hparams.tokens)
+
+    @property
+    def concept_class_word(self) -> str | None:
+        if self.hparams.class_word:
+            return self.hparams.class_word
+        return next((w for w in self.hparams.initializers if not w.startswith("<rand-")), None)
+
+    def configure_model(self) -> None:
+        if hasattr(self, "unet"):
+            return
+        h = self.hparams
+        from diffusers import DDPMScheduler
+
+        base = load_base_model(h.base_model)
+        self.tokenizer, self.text_encoder, self.unet, self.vae = base.tokenizer, base.text_encoder, base.unet, base.vae
+        self.noise_scheduler = DDPMScheduler.from_config(
+            base.scheduler_config, **({"prediction_type": h.prediction_type} if h.prediction_type else {})
+        )
+        self.num_layers = install_layerwise_processors(self.unet, self.recorder)
+        generator = torch.Generator().manual_seed(h.init_seed)
+        initial = torch.stack(
+            [initial_embedding(init, self.tokenizer, self.text_encoder, generator) for init in h.initializers]
+        )
+        copies = self.num_layers if h.layerwise else 1
+        self.concept_tokens = create_layerwise_tokens(
+            self.tokenizer, self.text_encoder, h.tokens, initial[:, None].repeat(1, copies, 1)
+        )
+        if h.lora_rank > 0:
+            add_lora(self.unet, UNET_TARGETS, h.lora_rank, h.lora_alpha)
+            add_lora(self.text_encoder, TEXT_ENCODER_TARGETS, h.lora_rank, h.lora_alpha)
+
+    def setup(self, stage: str) -> None:
+        needs_masks = self.hparams.mask_loss or self.hparams.attn_reg_weight > 0
+        dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
+        if needs_masks and dataset is not None and not dataset.has_masks:
+            raise ValueError(
+                "mask_loss / attn_reg_weight need a mask for every image: give the data module a mask_dir "
+                "(or a masks/ folder beside the images), or turn them off"
+            )
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """Layer-wise text states ``[B, L*T, C]`` for prompts that may contain the placeholder."""
+        ids = tokenize(self.tokenizer, [p.replace(self.hparams.placeholder, self.token_string) for p in prompts])
+        return encode_prompts(self.text_encoder, ids, self.concept_tokens, self.num_layers), ids
+
+    # -------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        h = self.hparams
+        pixels = batch["pixel_values"]
+        with torch.no_grad():
+            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+            latents = latents * self.vae.config.scaling_factor
+        noise = torch.randn_like(latents)
+        if h.noise_offset:
+            noise = noise + h.noise_offset * torch.randn(*latents.shape[:2], 1, 1, device=latents.device)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        text_states, ids = self.encode(batch["caption"])
+        self.recorder.active = h.attn_reg_weight > 0
+        try:
+            pred = self.unet(noisy, timesteps, text_states.to(self.unet.dtype)).sample
+        finally:
+            self.recorder.active = False
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        weight = batch["mask"] if h.mask_loss else batch["valid_mask"]
+        loss = masked_mse(pred, target, weight)
+        self.log("train/diffusion_loss", loss, prog_bar=True)
+        if h.attn_reg_weight > 0:
+            positions = self.concept_tokens.matches(ids).to(latents.device)
+            reg = attention_regularisation(self.recorder.maps, positions, batch["mask"])
+            self.recorder.clear()
+            self.log("train/attn_reg", reg)
+            loss = loss + h.attn_reg_weight * reg
+        self.log("train/loss", loss)
+        self.log("train/embedding_norm", self.concept_tokens.mean_norm().detach())
+        return loss
+
+    def trainable_groups(self) -> list[dict]:
+        h = self.hparams
+        groups = [{"params": [self.concept_tokens.weight], "lr": h.embedding_lr, "name": "embeddings"}]
+        for name, module, lr in (("text_encoder_lora", self.text_encoder, h.text_encoder_lr), ("unet_lora", self.unet, h.unet_lr)):
+            params = [p for p in module.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": lr, "name": name})
+        return groups
+
+    def configure_optimizers(self):
+        h = self.hparams
+        optimizer = torch.optim.AdamW(
+            self.trainable_groups(), betas=tuple(h.betas), weight_decay=h.weight_decay,
+            fused=self.device.type == "cuda",
+        )
+        if h.lr_schedule == "constant":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        limit = self.hparams.max_embedding_norm
+        if limit is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        weight = self.concept_tokens.weight
+        before = weight.detach().clone()
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # Embedding-norm guard without a host sync: undo the step if the norm had reached the limit.
+        with torch.no_grad():
+            reached = before.norm(dim=-1).mean() >= limit
+            weight.copy_(torch.where(reached, before, weight))
+
+    # ----------------------------------------------------------------- files
+    def export(self) -> EDLoRA:
+        """The tuned concept as an in-memory :class:`EDLoRA`."""
+        h = self.hparams
+        lora = h.lora_rank > 0
+        weight = self.concept_tokens.weight.detach().float().cpu()
+        return EDLoRA(
+            concepts={h.concept_name: ConceptInfo(tokens=list(h.tokens), class_word=self.concept_class_word)},
+            embeddings={name: weight[i].clone() for i, name in enumerate(h.tokens)},
+            unet_lora=lora_state_dict(self.unet) if lora else {},
+            text_encoder_lora=lora_state_dict(self.text_encoder) if lora else {},
+            num_layers=self.num_layers,
+            rank=h.lora_rank,
+            alpha=h.lora_alpha,
+            base_model=h.base_model,
+            extra={"layerwise": h.layerwise, "global_step": int(self.global_step)},
+        )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        every = self.hparams.export_every_n_steps
+        step = self.global_step
+        if every > 0 and step > 0 and step % every == 0 and self.trainer.is_global_zero:
+            save_edlora(Path(self.hparams.output_dir) / f"edlora-step{step:06d}.safetensors", self.export())
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            path = save_edlora(Path(self.hparams.output_dir) / "edlora.safetensors", self.export())
+            print(f"wrote {path}")
+
+    # ----------------------------------------------------------- checkpoints
+    def trainable_keys(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = self.trainable_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        missing = self.trainable_keys() - set(checkpoint["state_dict"])
+        if missing:
+            raise ValueError(
+                f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[:2]}): it was written "
+                "by a run with different tokens, LoRA rank or base model"
+            )

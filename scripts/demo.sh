@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole demo chain on the embedded tiny model; idempotent (finished stages are skipped).
+#   1. write the tiny random SD-1.x-shaped model to outputs/demo/tiny-sd
+#   2. tune an ED-LoRA for each bundled demo concept → outputs/demo/edlora/<concept>/edlora.safetensors
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+python -m mos_lightning.tiny outputs/demo/tiny-sd
+for concept in redball bluecube; do
+  if [ -f "outputs/demo/edlora/$concept/edlora.safetensors" ]; then
+    echo "demo: $concept already tuned (delete outputs/demo/edlora/$concept to redo)"
+    continue
+  fi
+  mos-lightning fit --config configs/demo/edlora.yaml --config "configs/demo/concepts/$concept.yaml"
+done
+echo "demo: done; ED-LoRA files are under outputs/demo/edlora/"

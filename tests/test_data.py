@@ -1,0 +1,99 @@
+import json
+import random
+
+import pytest
+import torch
+from PIL import Image
+
+from mos_lightning.data import ConceptDataModule, ConceptDataset, ConceptSource, read_concept_list
+from mos_lightning.data.transforms import resize_crop_letterbox, shuffle_caption
+
+
+def _dataset(concept_dir, **kw):
+    source = ConceptSource(str(concept_dir), str(concept_dir / "captions"), str(concept_dir / "masks"))
+    return ConceptDataset([source], resolution=64, **kw)
+
+
+def test_samples_have_expected_shapes_and_masks_at_latent_resolution(concept_dir):
+    ds = _dataset(concept_dir)
+    assert len(ds) == 6 and ds.has_masks
+    item = ds[0]
+    assert item["pixel_values"].shape == (3, 64, 64)
+    assert -1.0 <= item["pixel_values"].min() and item["pixel_values"].max() <= 1.0
+    assert item["mask"].shape == item["valid_mask"].shape == (1, 8, 8)
+    assert "<TOK>" in item["caption"]
+    assert 0 < item["mask"].sum() < item["valid_mask"].sum()
+
+
+def test_letterbox_marks_padding_invalid_and_crop_is_all_valid():
+    image, mask = Image.new("RGB", (96, 48), (255, 0, 0)), Image.new("L", (96, 48), 255)
+    _, _, valid = resize_crop_letterbox(image, mask, 64, crop_prob=0.0, rng=random.Random(0))
+    valid = torch.tensor(list(valid.getdata())).view(64, 64)
+    assert valid[:16].sum() == 0 and valid[48:].sum() == 0 and (valid[16:48] == 255).all()
+    _, _, valid = resize_crop_letterbox(image, mask, 64, crop_prob=1.0, rng=random.Random(0))
+    assert min(valid.getdata()) == 255
+
+
+def test_shuffle_caption_keeps_leading_tags():
+    caption = "<TOK>, red, shiny, round, small"
+    out = shuffle_caption(caption, 1, random.Random(3))
+    assert out.split(", ")[0] == "<TOK>"
+    assert sorted(out.split(", ")) == sorted(caption.split(", "))
+
+
+def test_prompt_templates_wrap_caption(concept_dir):
+    ds = _dataset(concept_dir, prompt_templates=["a good photo of {}"], shuffle_tags=False)
+    assert ds[0]["caption"].startswith("a good photo of a photo of <TOK>")
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ConceptDataset([ConceptSource(str(tmp_path / "nope"))])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no images"):
+        ConceptDataset([ConceptSource(str(tmp_path / "empty"))])
+
+
+def test_corrupt_image_is_named(concept_dir):
+    (concept_dir / "03.png").write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match="03.png"):
+        _dataset(concept_dir)
+
+
+def test_caption_without_placeholder(concept_dir):
+    (concept_dir / "captions" / "02.txt").write_text("a photo of a ball")
+    with pytest.raises(ValueError, match="02.png.*placeholder"):
+        _dataset(concept_dir)
+    assert len(_dataset(concept_dir, require_placeholder=False)) == 6
+
+
+def test_mask_size_mismatch_and_missing_mask(concept_dir):
+    Image.new("L", (10, 10)).save(concept_dir / "masks" / "01.png")
+    with pytest.raises(ValueError, match="mask .*01.png is 10x10"):
+        _dataset(concept_dir)
+    (concept_dir / "masks" / "01.png").unlink()
+    with pytest.raises(FileNotFoundError, match="01.png"):
+        _dataset(concept_dir)
+
+
+def test_reference_concept_list_json(concept_dir, tmp_path):
+    listing = tmp_path / "concepts.json"
+    listing.write_text(json.dumps([{
+        "instance_prompt": "<TOK>",
+        "instance_data_dir": "redball",
+        "caption_dir": "redball/captions",
+        "mask_dir": "redball/masks",
+    }]))
+    sources = read_concept_list(listing)
+    assert sources[0].image_dir == str(tmp_path / "redball")
+    dm = ConceptDataModule(concept_list=str(listing), resolution=64, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["pixel_values"].shape == (4, 3, 64, 64) and len(batch["caption"]) == 4
+
+
+def test_datamodule_needs_exactly_one_source(concept_dir):
+    with pytest.raises(ValueError, match="exactly one"):
+        ConceptDataModule()
+    with pytest.raises(ValueError, match="exactly one"):
+        ConceptDataModule(concept_dir=str(concept_dir), concept_list="x.json")

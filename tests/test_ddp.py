@@ -1,0 +1,31 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from mos_lightning.edlora_file import load_edlora
+
+from conftest import DEMO_CONCEPTS
+
+SCRIPT = Path(__file__).with_name("ddp_fit.py")
+
+
+def test_ddp_fit_on_two_cpu_processes_trains_identical_replicas(tiny_model_dir, tmp_path):
+    # A clean environment: DDP re-launches the script, and must not inherit pytest's or a previous run's state.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "PL_", "PYTEST"))}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tiny_model_dir), str(DEMO_CONCEPTS / "redball"), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert rank0.keys() == rank1.keys() and len(rank0) > 100
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    assert [p.name for p in (tmp_path / "edlora").iterdir()] == ["edlora.safetensors"]
+    edlora = load_edlora(tmp_path / "edlora" / "edlora.safetensors")
+    torch.testing.assert_close(edlora.embeddings["<redball1>"], rank0["concept_tokens.weight"][0])
+    assert edlora.extra["global_step"] == 3

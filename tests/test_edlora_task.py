@@ -1,0 +1,153 @@
+import pytest
+import torch
+import lightning.pytorch as pl
+
+from mos_lightning.edlora_file import load_edlora
+from mos_lightning.losses import attention_regularisation
+from mos_lightning.models import load_base_model
+
+from helpers import make_data, make_task, make_trainer
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """A task trained for 8 steps on the redball demo concept, and its output folder."""
+    from conftest import DEMO_CONCEPTS
+
+    pl.seed_everything(0)
+    out = tmp_path_factory.mktemp("edlora")
+    task = make_task(tiny_model_dir, out)
+    make_trainer(out, 8).fit(task, make_data(DEMO_CONCEPTS / "redball"))
+    return task, out
+
+
+def _fixed_batch(concept_dir):
+    dm = make_data(concept_dir, batch_size=4, crop_prob=0.0, flip_prob=0.0)
+    dm.setup("fit")
+    return next(iter(torch.utils.data.DataLoader(dm.dataset, batch_size=4)))
+
+
+def test_loss_falls_on_a_fixed_batch(tiny_model_dir, concept_dir, tmp_path):
+    task = make_task(tiny_model_dir, tmp_path, lr_schedule="constant", noise_offset=0.0, unet_lr=5e-3)
+    task.configure_model()
+    batch = _fixed_batch(concept_dir)
+    optimizer = torch.optim.AdamW(task.trainable_groups(), weight_decay=0.01)
+
+    def loss_at(seed):
+        torch.manual_seed(seed)
+        return task.training_step(batch, 0)
+
+    with torch.no_grad():
+        before = torch.stack([loss_at(s) for s in range(4)]).mean()
+    for step in range(60):
+        optimizer.zero_grad()
+        loss_at(step % 4).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = torch.stack([loss_at(s) for s in range(4)]).mean()
+    assert after < 0.85 * before, (before, after)
+
+
+def test_only_concept_embeddings_and_lora_change(trained, tiny_model_dir):
+    task, _ = trained
+    fresh = load_base_model(str(tiny_model_dir))
+    for name, module in (("unet", task.unet), ("text_encoder", task.text_encoder), ("vae", task.vae)):
+        reference = getattr(fresh, name).state_dict()
+        for key, value in module.state_dict().items():
+            if "lora_" in key:
+                continue
+            key = key.replace(".base_layer", "")
+            if key == "embeddings.token_embedding.weight":
+                n = reference[key].shape[0]
+                assert torch.equal(value[:n], reference[key]), "base embedding rows changed"
+                continue
+            assert torch.equal(value, reference[key]), f"{name}.{key} changed"
+    # the trainable parts did move
+    # At 64 px the mid block is 1x1, where self-attention's softmax is constant: its q/k get no gradient.
+    lora_b = [p for n, p in task.unet.named_parameters() if "lora_B" in n and "mid_block.attentions.0.transformer_blocks.0.attn1.to_" not in n]
+    assert len(lora_b) == 128 - 4 and all(p.abs().sum() > 0 for p in lora_b)
+    te_b = [p for n, p in task.text_encoder.named_parameters() if "lora_B" in n]
+    assert te_b and any(p.abs().sum() > 0 for p in te_b)
+    init = torch.stack([torch.randn(32, generator=torch.Generator().manual_seed(0)) * 0.013])
+    assert not torch.allclose(task.concept_tokens.weight[0, 0], init[0])
+
+
+def test_end_of_fit_writes_edlora_file_that_reloads_exactly(trained):
+    task, out = trained
+    edlora = load_edlora(out / "edlora.safetensors")
+    assert edlora.concepts["redball"].tokens == ["<redball1>", "<redball2>"]
+    assert edlora.concepts["redball"].class_word == "ball"
+    assert edlora.num_layers == 16 and edlora.rank == 4 and edlora.alpha == 1.0
+    assert torch.equal(edlora.embeddings["<redball2>"], task.concept_tokens.weight[1].detach())
+    live = dict(task.unet.named_parameters())
+    for key, value in edlora.unet_lora.items():
+        assert torch.equal(value, live[key.replace(".weight", ".edlora.weight")].detach())
+    assert len(edlora.text_encoder_lora) == 2 * 4 * 2  # q,k,v,out × A,B × 2 layers
+
+
+def test_embedding_norm_guard_stops_embedding_updates(tiny_model_dir, tmp_path):
+    from conftest import DEMO_CONCEPTS
+
+    task = make_task(tiny_model_dir, tmp_path, max_embedding_norm=0.0)
+    task.configure_model()
+    start = task.concept_tokens.weight.detach().clone()
+    make_trainer(tmp_path, 3).fit(task, make_data(DEMO_CONCEPTS / "redball"))
+    assert torch.equal(task.concept_tokens.weight.detach(), start)
+    assert any(p.abs().sum() > 0 for n, p in task.unet.named_parameters() if "lora_B" in n)
+
+
+def test_baseline_switches(tiny_model_dir, tmp_path):
+    lora_baseline = make_task(tiny_model_dir, tmp_path, layerwise=False)
+    lora_baseline.configure_model()
+    assert lora_baseline.concept_tokens.weight.shape == (2, 1, 32)
+    p_plus = make_task(tiny_model_dir, tmp_path, lora_rank=0)
+    p_plus.configure_model()
+    assert [g["name"] for g in p_plus.trainable_groups()] == ["embeddings"]
+    assert p_plus.export().unet_lora == {}
+
+
+def test_mask_loss_and_attention_regularisation_train(tiny_model_dir, concept_dir, tmp_path):
+    task = make_task(tiny_model_dir, tmp_path, mask_loss=True, attn_reg_weight=1.0, lora_rank=0)
+    task.configure_model()
+    batch = _fixed_batch(concept_dir)
+    torch.manual_seed(0)
+    loss = task.training_step(batch, 0)
+    loss.backward()
+    assert task.concept_tokens.weight.grad.abs().sum() > 0
+    assert not task.recorder.maps and not task.recorder.active
+
+
+def test_attention_regularisation_values():
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2, :] = 1
+    inside = mask.flatten(2).transpose(1, 2).squeeze(-1)  # [1, 16]
+    maps = torch.zeros(1, 16, 3)
+    maps[0, :, 1] = inside[0]  # token at position 1 attends exactly to the mask
+    maps[0, :, 2] = inside[0]
+    positions = torch.zeros(1, 3, 2)
+    positions[0, 1, 0] = positions[0, 2, 1] = 1
+    assert attention_regularisation({0: maps}, positions, mask).item() == pytest.approx(0.0)
+    maps[0, :, 1] = 1 - inside[0]  # first token entirely outside: mean outside = 1
+    assert attention_regularisation({0: maps}, positions, mask).item() == pytest.approx(1.0)
+
+
+def test_masks_required_for_mask_loss(tiny_model_dir, tmp_path):
+    import shutil
+
+    from conftest import DEMO_CONCEPTS
+
+    data = tmp_path / "nomask"
+    shutil.copytree(DEMO_CONCEPTS / "redball", data, ignore=shutil.ignore_patterns("masks"))
+    task = make_task(tiny_model_dir, tmp_path, mask_loss=True)
+    with pytest.raises(ValueError, match="mask"):
+        make_trainer(tmp_path, 1).fit(task, make_data(data))
+    assert not hasattr(task, "unet"), "the base model must not be loaded before the data check"
+
+
+def test_bad_arguments_raise_before_loading(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="one initializer per token"):
+        make_task(tiny_model_dir, tmp_path, initializers=("man",))
+    with pytest.raises(FileNotFoundError, match="neither an existing folder"):
+        make_task("./no/such/model", tmp_path).configure_model()
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        make_task(tmp_path, tmp_path).configure_model()
