@@ -35,7 +35,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_model_dir, concept_dir, tmp_path):
 
     def loss_at(seed):
         torch.manual_seed(seed)
-        return task.training_step(batch, 0)
+        return task.compute_loss(batch)[0]
 
     with torch.no_grad():
         before = torch.stack([loss_at(s) for s in range(4)]).mean()
@@ -111,7 +111,7 @@ def test_mask_loss_and_attention_regularisation_train(tiny_model_dir, concept_di
     task.configure_model()
     batch = _fixed_batch(concept_dir)
     torch.manual_seed(0)
-    loss = task.training_step(batch, 0)
+    loss = task.compute_loss(batch)[0]
     loss.backward()
     assert task.concept_tokens.weight.grad.abs().sum() > 0
     assert not task.recorder.maps and not task.recorder.active
@@ -151,3 +151,16 @@ def test_bad_arguments_raise_before_loading(tiny_model_dir, tmp_path):
         make_task("./no/such/model", tmp_path).configure_model()
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         make_task(tmp_path, tmp_path).configure_model()
+
+
+def test_half_precision_frozen_weights_keep_trainable_state_in_fp32(tiny_model_dir, concept_dir, tmp_path):
+    task = make_task(tiny_model_dir, tmp_path, frozen_dtype="bfloat16")
+    task.configure_model()
+    frozen = [p for m in (task.unet, task.text_encoder, task.vae) for p in m.parameters() if not p.requires_grad]
+    trainable = [p for g in task.trainable_groups() for p in g["params"]]
+    assert all(p.dtype == torch.bfloat16 for p in frozen)
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = task.compute_loss(_fixed_batch(concept_dir))[0]
+    loss.backward()
+    assert torch.isfinite(loss) and task.concept_tokens.weight.grad.abs().sum() > 0

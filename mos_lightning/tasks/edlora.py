@@ -12,7 +12,7 @@ from ..attention import AttentionRecorder, install_layerwise_processors
 from ..edlora_file import EDLoRA, ConceptInfo, save_edlora
 from ..losses import attention_regularisation, masked_mse
 from ..lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
-from ..models import load_base_model
+from ..models import BaseModel, load_base_model
 from ..tokens import create_layerwise_tokens, encode_prompts, initial_embedding, tokenize
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -49,6 +49,7 @@ class EDLoRATask(pl.LightningModule):
         attn_reg_weight: float = 0.0,
         max_embedding_norm: float | None = 0.55,
         init_seed: int = 0,
+        frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         output_dir: str = "outputs/edlora",
         export_every_n_steps: int = 0,
     ):
@@ -75,6 +76,8 @@ class EDLoRATask(pl.LightningModule):
             attn_reg_weight: Weight of the cross-attention regularisation (paper: 0.01; needs masks; 0 disables).
             max_embedding_norm: Concept embeddings stop updating once their mean norm reaches this (None disables).
             init_seed: Seed of the random token initialisation.
+            frozen_dtype: Storage dtype of the frozen base weights (``bfloat16`` halves memory on GPUs; use it
+                with ``trainer.precision: bf16-mixed``). Trainable tensors and optimizer state stay float32.
             output_dir: Where ``edlora.safetensors`` is written.
             export_every_n_steps: Also write ``edlora-step<N>.safetensors`` every N optimizer steps (0 disables).
         """
@@ -100,13 +103,17 @@ class EDLoRATask(pl.LightningModule):
             return self.hparams.class_word
         return next((w for w in self.hparams.initializers if not w.startswith("<rand-")), None)
 
+    def load_base(self) -> BaseModel:
+        """The frozen base model; override to build components another way (benchmarks build random ones)."""
+        return load_base_model(self.hparams.base_model)
+
     def configure_model(self) -> None:
         if hasattr(self, "unet"):
             return
         h = self.hparams
         from diffusers import DDPMScheduler
 
-        base = load_base_model(h.base_model)
+        base = self.load_base()
         self.tokenizer, self.text_encoder, self.unet, self.vae = base.tokenizer, base.text_encoder, base.unet, base.vae
         self.noise_scheduler = DDPMScheduler.from_config(
             base.scheduler_config, **({"prediction_type": h.prediction_type} if h.prediction_type else {})
@@ -123,6 +130,11 @@ class EDLoRATask(pl.LightningModule):
         if h.lora_rank > 0:
             add_lora(self.unet, UNET_TARGETS, h.lora_rank, h.lora_alpha)
             add_lora(self.text_encoder, TEXT_ENCODER_TARGETS, h.lora_rank, h.lora_alpha)
+        frozen = getattr(torch, h.frozen_dtype)
+        for module in (self.unet, self.text_encoder, self.vae):
+            for param in module.parameters():
+                if not param.requires_grad:
+                    param.data = param.data.to(frozen)
 
     def setup(self, stage: str) -> None:
         needs_masks = self.hparams.mask_loss or self.hparams.attn_reg_weight > 0
@@ -139,7 +151,8 @@ class EDLoRATask(pl.LightningModule):
         return encode_prompts(self.text_encoder, ids, self.concept_tokens, self.num_layers), ids
 
     # -------------------------------------------------------------- training
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of one batch and its parts (for logging); no logging, no host syncs."""
         h = self.hparams
         pixels = batch["pixel_values"]
         with torch.no_grad():
@@ -147,14 +160,14 @@ class EDLoRATask(pl.LightningModule):
             latents = latents * self.vae.config.scaling_factor
         noise = torch.randn_like(latents)
         if h.noise_offset:
-            noise = noise + h.noise_offset * torch.randn(*latents.shape[:2], 1, 1, device=latents.device)
+            noise = noise + h.noise_offset * torch.randn(*latents.shape[:2], 1, 1, device=latents.device, dtype=latents.dtype)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text_states, ids = self.encode(batch["caption"])
         self.recorder.active = h.attn_reg_weight > 0
         try:
-            pred = self.unet(noisy, timesteps, text_states.to(self.unet.dtype)).sample
+            pred = self.unet(noisy, timesteps, text_states).sample
         finally:
             self.recorder.active = False
         if self.noise_scheduler.config.prediction_type == "v_prediction":
@@ -163,14 +176,21 @@ class EDLoRATask(pl.LightningModule):
             target = noise
         weight = batch["mask"] if h.mask_loss else batch["valid_mask"]
         loss = masked_mse(pred, target, weight)
-        self.log("train/diffusion_loss", loss, prog_bar=True)
+        parts = {"diffusion_loss": loss.detach()}
         if h.attn_reg_weight > 0:
             positions = self.concept_tokens.matches(ids).to(latents.device)
             reg = attention_regularisation(self.recorder.maps, positions, batch["mask"])
             self.recorder.clear()
-            self.log("train/attn_reg", reg)
+            parts["attn_reg"] = reg.detach()
             loss = loss + h.attn_reg_weight * reg
-        self.log("train/loss", loss)
+        return loss, parts
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, parts = self.compute_loss(batch)
+        self.log("train/diffusion_loss", parts["diffusion_loss"], prog_bar=True)
+        if "attn_reg" in parts:
+            self.log("train/attn_reg", parts["attn_reg"])
+        self.log("train/loss", loss.detach())
         self.log("train/embedding_norm", self.concept_tokens.mean_norm().detach())
         return loss
 

@@ -1,0 +1,232 @@
+"""Training-step benchmark: the ED-LoRA step vs a plain diffusers+peft LoRA step, same model, same batch.
+
+SD 1.5-shaped components are built at full size with random weights (the shapes are what cost
+time; nothing is downloaded). Both steps run in one process; the ED-LoRA/plain ratio is the
+number to compare across machines. On CPU use ``--size tiny`` (ratio only).
+
+    python benchmarks/train_step.py --size sd15 --batch-sizes 2 4            # GPU
+    python benchmarks/train_step.py --size tiny --device cpu --steps 5       # CPU smoke run
+
+Model FLOPs utilisation counts UNet work only: 0.80 TFLOP forward per 512² sample, backward with a
+frozen base ≈ 1.15× forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora
+from mos_lightning.models import BaseModel
+from mos_lightning.tasks import EDLoRATask
+from mos_lightning.tiny import build_clip_tokenizer, build_tiny_pipeline
+from mos_lightning.tokens import tokenize
+
+UNET_FWD_TFLOP_512 = 0.80
+BACKWARD_FACTOR = 1.15
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def build_components(size: str, device: str) -> BaseModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    if size == "tiny":
+        pipe = build_tiny_pipeline()
+        parts = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae
+    else:
+        tokenizer = build_clip_tokenizer()
+        with torch.device(device):  # random init on the GPU: seconds instead of minutes
+            unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+            text_encoder = CLIPTextModel(CLIPTextConfig(
+                vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+            vae = AutoencoderKL(
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512)
+        parts = tokenizer, text_encoder, unet, vae
+    tokenizer, text_encoder, unet, vae = parts
+    for m in (text_encoder, unet, vae):
+        m.requires_grad_(False).eval()
+    scheduler = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+    return BaseModel(tokenizer, text_encoder, unet, vae, scheduler, f"random-{size}")
+
+
+class RandomBaseEDLoRA(EDLoRATask):
+    """EDLoRATask on randomly initialised components instead of a downloaded model."""
+
+    def __init__(self, size: str, device: str, **kwargs):
+        super().__init__(**kwargs)
+        self._size, self._device = size, device
+
+    def load_base(self) -> BaseModel:
+        return build_components(self._size, self._device)
+
+
+def make_batch(batch_size: int, resolution: int, device: str, placeholder: str = "<TOK>") -> dict:
+    g = torch.Generator().manual_seed(0)
+    latent = resolution // 8
+    return {
+        "pixel_values": (torch.rand(batch_size, 3, resolution, resolution, generator=g) * 2 - 1).to(device),
+        "caption": [f"a photo of {placeholder}, on the beach, smiling"] * batch_size,
+        "mask": torch.ones(batch_size, 1, latent, latent, device=device),
+        "valid_mask": torch.ones(batch_size, 1, latent, latent, device=device),
+    }
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_steps(step, steps: int, warmup: int, device: str) -> float:
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def cast_frozen(modules, dtype) -> None:
+    for module in modules:
+        for p in module.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
+
+
+def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet):
+    """The baseline: one text-encoder pass per prompt, diffusers' own processors, peft LoRA rank 4."""
+    base = build_components(size, device)
+    add_lora(base.unet, UNET_TARGETS, 4, 1.0)
+    add_lora(base.text_encoder, TEXT_ENCODER_TARGETS, 4, 1.0)
+    for m in (base.unet, base.text_encoder, base.vae):
+        m.to(device)
+    cast_frozen((base.unet, base.text_encoder, base.vae), dtype)
+    if channels_last:
+        base.unet.to(memory_format=torch.channels_last)
+    unet = torch.compile(base.unet) if compile_unet else base.unet
+    params = [p for m in (base.unet, base.text_encoder) for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=device.startswith("cuda"))
+    batch = make_batch(batch_size, resolution, device, placeholder="sks man")
+    ids = tokenize(base.tokenizer, batch["caption"]).to(device)
+    alphas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, device=device) ** 2
+    alphas_cumprod = torch.cumprod(1 - alphas, 0)
+
+    def step():
+        with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
+            with torch.no_grad():
+                latents = base.vae.encode(batch["pixel_values"].to(base.vae.dtype)).latent_dist.sample() * 0.18215
+            noise = torch.randn_like(latents)
+            t = torch.randint(0, 1000, (batch_size,), device=device)
+            a = alphas_cumprod[t].view(-1, 1, 1, 1)
+            noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+            states = base.text_encoder(ids).last_hidden_state
+            pred = unet(noisy, t, states).sample
+            loss = F.mse_loss(pred.float(), noise.float())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, base
+
+
+def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet):
+    frozen = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
+    task = RandomBaseEDLoRA(size, device, base_model="random", initializers=("<rand-0.013>", "man"), frozen_dtype=frozen)
+    task.configure_model()
+    task.to(device)
+    if channels_last:
+        task.unet.to(memory_format=torch.channels_last)
+    if compile_unet:
+        task.unet = torch.compile(task.unet)
+    opt = torch.optim.AdamW(task.trainable_groups(), weight_decay=0.01, fused=device.startswith("cuda"))
+    batch = make_batch(batch_size, resolution, device)
+
+    def step():
+        with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
+            loss, _ = task.compute_loss(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, task
+
+
+def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
+    device = args.device
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    build = edlora_step_fn if kind == "edlora" else plain_lora_step_fn
+    t0 = time.perf_counter()
+    step, holder = build(args.size, device, batch_size, args.resolution, dtype, args.channels_last, compile_unet)
+    first = time.perf_counter()
+    step()  # first step: includes compilation when compiling
+    sync(device)
+    warm = time.perf_counter() - first
+    seconds = time_steps(step, args.steps, args.warmup, device)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
+    del holder, step
+    result = {
+        "kind": kind, "batch": batch_size, "dtype": str(dtype).split(".")[-1], "compile": compile_unet,
+        "s_per_step": seconds, "steps_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
+        "peak_gib": peak, "build_s": first - t0, "first_step_s": warm,
+        "min_for_1000_steps": 1000 * seconds / 60,
+    }
+    if args.size == "sd15" and device.startswith("cuda"):
+        name = torch.cuda.get_device_name()
+        peak_tflops = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+        tflop = UNET_FWD_TFLOP_512 * (args.resolution / 512) ** 2 * (1 + BACKWARD_FACTOR)
+        if peak_tflops:
+            result["mfu"] = result["samples_per_s"] * tflop / peak_tflops
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["sd15", "tiny"], default="sd15")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--resolution", type=int, default=None, help="default: 512 (sd15) / 64 (tiny)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                        help="autocast + frozen-weight dtype (default: bfloat16 on GPU, float32 on CPU)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd UNets (largest batch)")
+    parser.add_argument("--json", default=None, help="write all results here")
+    args = parser.parse_args()
+    args.resolution = args.resolution or (512 if args.size == "sd15" else 64)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
+    results = []
+    for bs in args.batch_sizes:
+        plain = measure("plain", args, bs, dtype)
+        ed = measure("edlora", args, bs, dtype)
+        results += [plain, ed]
+        print(f"batch {bs}: ED-LoRA/plain samples/s ratio {ed['samples_per_s'] / plain['samples_per_s']:.3f}", flush=True)
+        if args.json:
+            json.dump(results, open(args.json, "w"), indent=1)
+    if args.compile:
+        bs = max(args.batch_sizes)
+        for kind in ("plain", "edlora"):
+            results.append(measure(kind, args, bs, dtype, compile_unet=True))
+            if args.json:
+                json.dump(results, open(args.json, "w"), indent=1)
+    print("\nkind    batch compile  s/step  samples/s  peak GiB  MFU   1000 steps (min)")
+    for r in results:
+        print(f"{r['kind']:7s} {r['batch']:5d} {str(r['compile']):7s} {r['s_per_step']:7.3f} {r['samples_per_s']:9.2f} "
+              f"{r['peak_gib']:8.2f} {r.get('mfu', float('nan')):5.3f} {r['min_for_1000_steps']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
