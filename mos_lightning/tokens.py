@@ -48,12 +48,14 @@ class LayerwiseTokens(nn.Module):
         """Input embeddings for ``num_copies`` layer copies of a batch: ``[num_copies * B, T, C]``.
 
         ``base_embeds`` are the frozen table's embeddings of ``input_ids`` (``[B, T, C]``); positions
-        holding a concept token get that token's embedding of the copy's layer.
+        holding a concept token get that token's embedding of the copy's layer. A single copy of
+        layer-wise tokens is only asked for when no position holds one (the copies would be identical).
         """
         match = self.matches(input_ids)
         present = match.any(-1)  # [B, T]
         index = match.to(torch.int8).argmax(-1)  # [B, T]; 0 where absent (masked out below)
-        per_layer = self.weight.to(base_embeds.dtype)[index]  # [B, T, L', C]
+        weight = self.weight if self.weight.shape[1] == num_copies else self.weight[:, :1]
+        per_layer = weight.to(base_embeds.dtype)[index]  # [B, T, L' or 1, C]
         per_layer = per_layer.expand(-1, -1, num_copies, -1).permute(2, 0, 1, 3)  # [copies, B, T, C]
         out = torch.where(present[None, ..., None], per_layer, base_embeds[None])
         return out.reshape(-1, *base_embeds.shape[1:])

@@ -1,0 +1,139 @@
+"""A StableDiffusionPipeline that understands layer-wise concept tokens (ED-LoRA).
+
+Prompts are encoded into L layer copies (see :mod:`mos_lightning.tokens`) and cross-attention layer
+l reads copy l. ED-LoRA files are loaded by adding their tokens and merging their LoRA into the
+weights at a chosen scale; :meth:`EDLoRAPipeline.unload_edlora` restores the base bit-exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from ..attention import install_layerwise_processors, num_cross_attention_layers
+from ..edlora_file import EDLoRA, load_edlora
+from ..lora import merge_lora, restore
+from ..tokens import LayerwiseTokens, add_tokens_to_tokenizer, encode_prompts, tokenize
+
+DEFAULT_NEGATIVE_PROMPT = (
+    "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, "
+    "cropped, worst quality, low quality"
+)
+
+
+class EDLoRAPipeline(StableDiffusionPipeline):
+    """Stable Diffusion 1.x sampling with layer-wise concept tokens; any diffusers scheduler works.
+
+    ``negative_prompt`` defaults to the paper's negative prompt (pass ``""`` for none). With exactly
+    one concept loaded, ``<TOK>`` in a prompt stands for its tokens.
+    """
+
+    placeholder = "<TOK>"
+
+    @property
+    def concept_tokens(self) -> LayerwiseTokens | None:
+        return getattr(self, "_concept_tokens", None)
+
+    @property
+    def concepts(self) -> dict:
+        return dict(getattr(self, "_concepts", {}))
+
+    # ------------------------------------------------------------- loading
+    def load_edlora(self, edlora: EDLoRA | str | Path, scale: float = 0.7) -> list[str]:
+        """Add a file's concepts: tokens into tokenizer/text encoder, LoRA merged at ``scale`` (0 = embeddings only)."""
+        if not isinstance(edlora, EDLoRA):
+            edlora = load_edlora(edlora)
+        layers = num_cross_attention_layers(self.unet)
+        if edlora.num_layers != layers or edlora.hidden_size != self.text_encoder.config.hidden_size:
+            raise ValueError(
+                f"ED-LoRA ({edlora.num_layers} layers, width {edlora.hidden_size}) does not fit this model "
+                f"({layers} cross-attention layers, width {self.text_encoder.config.hidden_size}): tuned on another base"
+            )
+        clash = [n for n in edlora.concepts if n in self.concepts]
+        if clash:
+            raise ValueError(f"concept(s) {clash} are already loaded")
+        if not hasattr(self, "_base_tokenizer"):
+            self._base_tokenizer = copy.deepcopy(self.tokenizer)
+            self._base_vocab_size = self.text_encoder.get_input_embeddings().weight.shape[0]
+            self._originals = {"unet": {}, "text_encoder": {}}
+            self._concepts = {}
+        ids = add_tokens_to_tokenizer(self.tokenizer, self.text_encoder, edlora.token_names)  # raises on clashes
+        weight = edlora.embedding_matrix().expand(-1, layers, -1)
+        table = self.text_encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            table[ids] = weight.mean(1).to(table)
+        previous = self.concept_tokens
+        names = (previous.names if previous else []) + edlora.token_names
+        all_ids = (previous.token_ids.tolist() if previous else []) + ids
+        stacked = torch.cat([previous.weight.detach().cpu(), weight]) if previous else weight
+        self._concept_tokens = LayerwiseTokens(names, all_ids, stacked.float()).to(table.device)
+        for part, state in (("unet", edlora.unet_lora), ("text_encoder", edlora.text_encoder_lora)):
+            if state and scale != 0:
+                saved = merge_lora(getattr(self, part), state, edlora.alpha, scale)
+                for name, weight_ in saved.items():
+                    self._originals[part].setdefault(name, weight_)
+        self._concepts.update({name: info for name, info in edlora.concepts.items()})
+        install_layerwise_processors(self.unet)
+        return list(edlora.concepts)
+
+    def unload_edlora(self) -> None:
+        """Remove every loaded concept and restore the base weights and tokenizer exactly."""
+        if not hasattr(self, "_base_tokenizer"):
+            return
+        for part, saved in self._originals.items():
+            restore(getattr(self, part), saved)
+        self.text_encoder.resize_token_embeddings(self._base_vocab_size, mean_resizing=False)
+        self.tokenizer = self._base_tokenizer
+        for attr in ("_base_tokenizer", "_base_vocab_size", "_originals", "_concepts", "_concept_tokens"):
+            delattr(self, attr)
+
+    # ------------------------------------------------------------ encoding
+    def _expand_placeholder(self, prompts: list[str]) -> list[str]:
+        if not any(self.placeholder in p for p in prompts):
+            return prompts
+        if len(self.concepts) != 1:
+            raise ValueError(f"'{self.placeholder}' needs exactly one loaded concept; write the concept's tokens instead")
+        tokens = " ".join(next(iter(self.concepts.values())).tokens)
+        return [p.replace(self.placeholder, tokens) for p in prompts]
+
+    def encode_layerwise(self, prompts: list[str], device) -> torch.Tensor:
+        """``[B, L*T, C]`` layer-wise text states for ``prompts``."""
+        ids = tokenize(self.tokenizer, self._expand_placeholder(prompts))
+        layers = num_cross_attention_layers(self.unet)
+        return encode_prompts(self.text_encoder, ids, self.concept_tokens, layers).to(device)
+
+    def encode_prompt(
+        self,
+        prompt,
+        device,
+        num_images_per_prompt,
+        do_classifier_free_guidance,
+        negative_prompt=None,
+        prompt_embeds=None,
+        negative_prompt_embeds=None,
+        lora_scale=None,
+        clip_skip=None,
+    ):
+        if clip_skip:
+            raise NotImplementedError("clip_skip is not supported with layer-wise prompts")
+        if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds = self.encode_layerwise(prompts, device)
+        batch = prompt_embeds.shape[0]
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative = negative_prompt if negative_prompt is not None else ""
+            negative = [negative] * batch if isinstance(negative, str) else list(negative)
+            negative_prompt_embeds = self.encode_layerwise(negative, device)
+        prompt_embeds = prompt_embeds.to(self.unet.dtype).repeat_interleave(num_images_per_prompt, 0)
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = negative_prompt_embeds.to(self.unet.dtype).repeat_interleave(num_images_per_prompt, 0)
+        return prompt_embeds, negative_prompt_embeds
+
+    @torch.no_grad()
+    def __call__(self, *args, negative_prompt=DEFAULT_NEGATIVE_PROMPT, **kwargs):
+        if self.concept_tokens is None:
+            install_layerwise_processors(self.unet)
+        return super().__call__(*args, negative_prompt=negative_prompt, **kwargs)
