@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora
-from mos_lightning.models import BaseModel
+from mos_lightning.models import BaseModel, cast_frozen
 from mos_lightning.tasks import EDLoRATask
 from mos_lightning.tiny import build_clip_tokenizer, build_tiny_pipeline
 from mos_lightning.tokens import tokenize
@@ -94,13 +94,6 @@ def time_steps(step, steps: int, warmup: int, device: str) -> float:
         step()
     sync(device)
     return (time.perf_counter() - start) / steps
-
-
-def cast_frozen(modules, dtype) -> None:
-    for module in modules:
-        for p in module.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(dtype)
 
 
 def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .attention import num_cross_attention_layers
 from .edlora_file import EDLoRA
 
@@ -25,14 +27,6 @@ class BaseModel:
     @property
     def num_layers(self) -> int:
         return num_cross_attention_layers(self.unet)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.text_encoder.config.hidden_size
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
 def _source(base_model: str) -> tuple[str, bool]:
@@ -71,15 +65,24 @@ def load_base_model(base_model: str) -> BaseModel:
     return BaseModel(tokenizer, text_encoder, unet, vae, dict(scheduler_config), base_model)
 
 
-def check_compatible(edlora: EDLoRA, base: BaseModel, source: str = "ED-LoRA file") -> None:
-    """Raise a clear error if ``edlora`` was tuned on a base of a different shape."""
-    if edlora.num_layers != base.num_layers:
+def check_compatible(edlora: EDLoRA, unet, text_encoder, source: str = "ED-LoRA file") -> None:
+    """Raise a clear error if ``edlora`` was tuned on a base whose shape differs from ``unet``/``text_encoder``."""
+    layers, width = num_cross_attention_layers(unet), text_encoder.config.hidden_size
+    if edlora.num_layers != layers:
         raise ValueError(
             f"{source} has {edlora.num_layers} layer-wise embeddings per token but the base model has "
-            f"{base.num_layers} cross-attention layers: it was tuned on a different base model"
+            f"{layers} cross-attention layers: it was tuned on a different base model"
         )
-    if edlora.hidden_size != base.hidden_size:
+    if edlora.hidden_size != width:
         raise ValueError(
             f"{source} has {edlora.hidden_size}-wide embeddings but the base text encoder is "
-            f"{base.hidden_size} wide: it was tuned on a different base model"
+            f"{width} wide: it was tuned on a different base model"
         )
+
+
+def cast_frozen(modules, dtype: torch.dtype) -> None:
+    """Store the frozen (``requires_grad=False``) parameters of ``modules`` in ``dtype``; trainable ones keep theirs."""
+    for module in modules:
+        for param in module.parameters():
+            if not param.requires_grad:
+                param.data = param.data.to(dtype)

@@ -65,15 +65,15 @@ def test_pickled_code_in_pth_is_refused(tmp_path):
 def test_wrong_base_model_is_a_clear_error(tiny_model_dir):
     base = load_base_model(str(tiny_model_dir))
     edlora = _random_edlora(base)
-    check_compatible(edlora, base)
+    check_compatible(edlora, base.unet, base.text_encoder)
     edlora.embeddings = {k: v[:12] for k, v in edlora.embeddings.items()}
     edlora.num_layers = 12
     with pytest.raises(ValueError, match="12 layer-wise embeddings.*16 cross-attention"):
-        check_compatible(edlora, base)
+        check_compatible(edlora, base.unet, base.text_encoder)
     wide = _random_edlora(load_base_model(str(tiny_model_dir)))
     wide.embeddings = {k: torch.zeros(16, 768) for k in wide.embeddings}
     with pytest.raises(ValueError, match="768-wide"):
-        check_compatible(wide, base)
+        check_compatible(wide, base.unet, base.text_encoder)
 
 
 def test_merge_then_restore_is_bit_exact(tiny_model_dir):

@@ -103,5 +103,5 @@ def test_clashing_tokens_and_wrong_base_raise(pipe, tiny_model_dir):
     wrong = _edlora(tiny_model_dir, "fox")
     wrong.embeddings = {k: v[:12] for k, v in wrong.embeddings.items()}
     wrong.num_layers = 12
-    with pytest.raises(ValueError, match="another base"):
+    with pytest.raises(ValueError, match="different base model"):
         pipe.load_edlora(wrong)

@@ -16,7 +16,8 @@ from diffusers import StableDiffusionPipeline
 from ..attention import install_layerwise_processors, num_cross_attention_layers
 from ..edlora_file import EDLoRA, load_edlora
 from ..lora import merge_lora, restore
-from ..tokens import LayerwiseTokens, add_tokens_to_tokenizer, encode_prompts, tokenize
+from ..models import check_compatible
+from ..tokens import LayerwiseTokens, create_layerwise_tokens, encode_prompts, tokenize
 
 DEFAULT_NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, "
@@ -46,12 +47,7 @@ class EDLoRAPipeline(StableDiffusionPipeline):
         """Add a file's concepts: tokens into tokenizer/text encoder, LoRA merged at ``scale`` (0 = embeddings only)."""
         if not isinstance(edlora, EDLoRA):
             edlora = load_edlora(edlora)
-        layers = num_cross_attention_layers(self.unet)
-        if edlora.num_layers != layers or edlora.hidden_size != self.text_encoder.config.hidden_size:
-            raise ValueError(
-                f"ED-LoRA ({edlora.num_layers} layers, width {edlora.hidden_size}) does not fit this model "
-                f"({layers} cross-attention layers, width {self.text_encoder.config.hidden_size}): tuned on another base"
-            )
+        check_compatible(edlora, self.unet, self.text_encoder)
         clash = [n for n in edlora.concepts if n in self.concepts]
         if clash:
             raise ValueError(f"concept(s) {clash} are already loaded")
@@ -60,23 +56,23 @@ class EDLoRAPipeline(StableDiffusionPipeline):
             self._base_vocab_size = self.text_encoder.get_input_embeddings().weight.shape[0]
             self._originals = {"unet": {}, "text_encoder": {}}
             self._concepts = {}
-        ids = add_tokens_to_tokenizer(self.tokenizer, self.text_encoder, edlora.token_names)  # raises on clashes
-        weight = edlora.embedding_matrix().expand(-1, layers, -1)
-        table = self.text_encoder.get_input_embeddings().weight
-        with torch.no_grad():
-            table[ids] = weight.mean(1).to(table)
+        layers = num_cross_attention_layers(self.unet)
+        weight = edlora.embedding_matrix().expand(-1, layers, -1).float()
+        added = create_layerwise_tokens(self.tokenizer, self.text_encoder, edlora.token_names, weight)  # raises on clashes
         previous = self.concept_tokens
-        names = (previous.names if previous else []) + edlora.token_names
-        all_ids = (previous.token_ids.tolist() if previous else []) + ids
-        stacked = torch.cat([previous.weight.detach().cpu(), weight]) if previous else weight
-        self._concept_tokens = LayerwiseTokens(names, all_ids, stacked.float()).to(table.device)
+        if previous is not None:  # one table for all loaded concepts
+            added = LayerwiseTokens(
+                previous.names + added.names,
+                previous.token_ids.tolist() + added.token_ids.tolist(),
+                torch.cat([previous.weight.detach(), added.weight.detach()]),
+            )
+        self._concept_tokens = added
         for part, state in (("unet", edlora.unet_lora), ("text_encoder", edlora.text_encoder_lora)):
             if state and scale != 0:
                 saved = merge_lora(getattr(self, part), state, edlora.alpha, scale)
                 for name, weight_ in saved.items():
                     self._originals[part].setdefault(name, weight_)
-        self._concepts.update({name: info for name, info in edlora.concepts.items()})
-        install_layerwise_processors(self.unet)
+        self._concepts.update(edlora.concepts)
         return list(edlora.concepts)
 
     def unload_edlora(self) -> None:
@@ -134,6 +130,5 @@ class EDLoRAPipeline(StableDiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, *args, negative_prompt=DEFAULT_NEGATIVE_PROMPT, **kwargs):
-        if self.concept_tokens is None:
-            install_layerwise_processors(self.unet)
+        install_layerwise_processors(self.unet)  # encode_prompt always yields layer copies
         return super().__call__(*args, negative_prompt=negative_prompt, **kwargs)

@@ -12,7 +12,7 @@ from ..attention import AttentionRecorder, install_layerwise_processors
 from ..edlora_file import EDLoRA, ConceptInfo, save_edlora
 from ..losses import attention_regularisation, masked_mse
 from ..lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
-from ..models import BaseModel, load_base_model
+from ..models import BaseModel, cast_frozen, load_base_model
 from ..tokens import create_layerwise_tokens, encode_prompts, initial_embedding, tokenize
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -130,11 +130,7 @@ class EDLoRATask(pl.LightningModule):
         if h.lora_rank > 0:
             add_lora(self.unet, UNET_TARGETS, h.lora_rank, h.lora_alpha)
             add_lora(self.text_encoder, TEXT_ENCODER_TARGETS, h.lora_rank, h.lora_alpha)
-        frozen = getattr(torch, h.frozen_dtype)
-        for module in (self.unet, self.text_encoder, self.vae):
-            for param in module.parameters():
-                if not param.requires_grad:
-                    param.data = param.data.to(frozen)
+        cast_frozen((self.unet, self.text_encoder, self.vae), getattr(torch, h.frozen_dtype))
 
     def setup(self, stage: str) -> None:
         needs_masks = self.hparams.mask_loss or self.hparams.attn_reg_weight > 0
