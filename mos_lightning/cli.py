@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+
+class SaveConfig(SaveConfigCallback):
+    """Saves the resolved config beside the logs; for ``predict`` (usually without a logger) beside the
+    images instead (``<data output_dir>/config.yaml``), so results carry the settings that made them."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        output_dir = getattr(trainer.datamodule, "output_dir", None)
+        if stage != "predict" or output_dir is None or self.already_saved:
+            return super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(Path(output_dir) / self.config_filename), skip_none=False,
+                             overwrite=True, multifile=self.multifile)
+        self.already_saved = True
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
@@ -16,6 +33,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=SaveConfig,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

@@ -20,6 +20,7 @@ from .io import atomic_path
 
 FORMAT_VERSION = 1
 METADATA_KEY = "mos_lightning"
+CONCEPTS_FILE = "concepts.safetensors"  # a fused model folder's token table: an ED-LoRA file without LoRA
 
 
 @dataclass

@@ -7,10 +7,12 @@ and ``<module>.lora_B.weight`` ([out, r]).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -80,3 +82,19 @@ def restore(model: nn.Module, originals: Mapping[str, torch.Tensor]) -> None:
     """Put back weights saved by :func:`merge_lora`, bit-exactly."""
     for name, weight in originals.items():
         base_linear(model, name).weight.copy_(weight)
+
+
+@contextlib.contextmanager
+def scaled_lora(models: Sequence[nn.Module], scale: float) -> Iterator[None]:
+    """Temporarily multiply every injected LoRA's output by ``scale`` (0 = base model); restored exactly."""
+    saved = []
+    for model in models:
+        for module in model.modules():
+            if isinstance(module, LoraLayer) and ADAPTER in module.scaling:
+                saved.append((module, module.scaling[ADAPTER]))
+                module.scaling[ADAPTER] = module.scaling[ADAPTER] * scale
+    try:
+        yield
+    finally:
+        for module, value in saved:
+            module.scaling[ADAPTER] = value

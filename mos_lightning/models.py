@@ -29,7 +29,8 @@ class BaseModel:
         return num_cross_attention_layers(self.unet)
 
 
-def _source(base_model: str) -> tuple[str, bool]:
+def resolve_source(base_model: str) -> tuple[str, bool]:
+    """``(path or hub id, is_local)`` for a model argument; a clear error if it is neither."""
     path = Path(base_model).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "model_index.json").is_file():
@@ -53,7 +54,7 @@ def load_base_model(base_model: str) -> BaseModel:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    source, local = _source(base_model)
+    source, local = resolve_source(base_model)
     kwargs = {"local_files_only": local}
     tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
     text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs)

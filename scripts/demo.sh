@@ -2,6 +2,8 @@
 # The whole demo chain on the embedded tiny model; idempotent (finished stages are skipped).
 #   1. write the tiny random SD-1.x-shaped model to outputs/demo/tiny-sd
 #   2. tune an ED-LoRA for each bundled demo concept → outputs/demo/edlora/<concept>/edlora.safetensors
+#      (sample grids at LoRA scales 0 / 0.7 / 1.0 in outputs/demo/logs/<concept>/…/samples/)
+#   3. sample each concept → outputs/demo/samples/<concept>/ (a rerun makes only missing images)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -13,4 +15,9 @@ for concept in redball bluecube; do
   fi
   mos-lightning fit --config configs/demo/edlora.yaml --config "configs/demo/concepts/$concept.yaml"
 done
-echo "demo: done; ED-LoRA files are under outputs/demo/edlora/"
+for concept in redball bluecube; do
+  mos-lightning predict --config configs/demo/sample.yaml \
+    --model.init_args.edloras "[outputs/demo/edlora/$concept/edlora.safetensors]" \
+    --data.init_args.output_dir "outputs/demo/samples/$concept"
+done
+echo "demo: done; ED-LoRA files are under outputs/demo/edlora/, images under outputs/demo/samples/"

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import torch
 
 from mos_lightning.data import ConceptDataModule
+from mos_lightning.edlora_file import ConceptInfo, EDLoRA
+from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
+from mos_lightning.models import load_base_model
 from mos_lightning.tasks import EDLoRATask
 
 FAST_LRS = {"embedding_lr": 5e-3, "text_encoder_lr": 1e-3, "unet_lr": 1e-3}
@@ -43,3 +47,16 @@ def make_trainer(root, max_steps, **overrides) -> pl.Trainer:
     )
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)
+
+
+def random_edlora(tiny_model_dir, name="cat", embeddings=None, seed=0, lora_std=0.3) -> EDLoRA:
+    """An ED-LoRA for the tiny model with random embeddings and LoRA weights (a stand-in for a tuned concept)."""
+    torch.manual_seed(seed)
+    base = load_base_model(str(tiny_model_dir))
+    add_lora(base.unet, UNET_TARGETS, 4, 1.0)
+    add_lora(base.text_encoder, TEXT_ENCODER_TARGETS, 4, 1.0)
+    unet = {k: torch.randn_like(v) * lora_std for k, v in lora_state_dict(base.unet).items()}
+    text = {k: torch.randn_like(v) * lora_std for k, v in lora_state_dict(base.text_encoder).items()}
+    tokens = [f"<{name}1>", f"<{name}2>"]
+    embeddings = embeddings or {t: torch.randn(16, 32) for t in tokens}
+    return EDLoRA({name: ConceptInfo(tokens, name)}, embeddings, unet, text, num_layers=16, rank=4, alpha=1.0)

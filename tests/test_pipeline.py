@@ -2,10 +2,10 @@ import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
-from mos_lightning.edlora_file import ConceptInfo, EDLoRA
-from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
-from mos_lightning.models import load_base_model
+from mos_lightning.edlora_file import EDLoRA
 from mos_lightning.pipelines import EDLoRAPipeline
+
+from helpers import random_edlora as _edlora
 
 
 @pytest.fixture
@@ -14,18 +14,6 @@ def pipe(tiny_model_dir):
     p.scheduler = DPMSolverMultistepScheduler.from_config(p.scheduler.config)
     p.set_progress_bar_config(disable=True)
     return p
-
-
-def _edlora(tiny_model_dir, name="cat", embeddings=None, seed=0) -> EDLoRA:
-    torch.manual_seed(seed)
-    base = load_base_model(str(tiny_model_dir))
-    add_lora(base.unet, UNET_TARGETS, 4, 1.0)
-    add_lora(base.text_encoder, TEXT_ENCODER_TARGETS, 4, 1.0)
-    unet = {k: torch.randn_like(v) * 0.3 for k, v in lora_state_dict(base.unet).items()}
-    text = {k: torch.randn_like(v) * 0.3 for k, v in lora_state_dict(base.text_encoder).items()}
-    tokens = [f"<{name}1>", f"<{name}2>"]
-    embeddings = embeddings or {t: torch.randn(16, 32) for t in tokens}
-    return EDLoRA({name: ConceptInfo(tokens, name)}, embeddings, unet, text, num_layers=16, rank=4, alpha=1.0)
 
 
 def _sample(pipe, prompt="a photo of <TOK>", seed=1, **kw):
@@ -105,3 +93,33 @@ def test_clashing_tokens_and_wrong_base_raise(pipe, tiny_model_dir):
     wrong.num_layers = 12
     with pytest.raises(ValueError, match="different base model"):
         pipe.load_edlora(wrong)
+
+
+def test_concept_names_expand_and_processors_are_restored(pipe, tiny_model_dir):
+    pipe.load_edlora(_edlora(tiny_model_dir, "cat"))
+    pipe.load_edlora(_edlora(tiny_model_dir, "dog", seed=1))
+    assert pipe.expand_concepts(["<cat> and <dog>"]) == ["<cat1> <cat2> and <dog1> <dog2>"]
+    before = {k: type(v) for k, v in pipe.unet.attn_processors.items()}
+    _sample(pipe, "<cat> and <dog>")
+    assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == before
+
+
+def test_a_fused_folder_brings_its_concepts(pipe, tiny_model_dir, tmp_path):
+    from mos_lightning.edlora_file import CONCEPTS_FILE, save_edlora
+
+    edlora = _edlora(tiny_model_dir, "cat")
+    pipe.load_edlora(edlora, scale=1.0)
+    expected = _sample(pipe)
+    merged_unet = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    merged_text = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items() if "token_embedding" not in k}
+    pipe.unload_edlora()
+    # a "fused" folder: the merged weights + the token table
+    pipe.unet.load_state_dict(merged_unet)
+    pipe.text_encoder.load_state_dict(merged_text, strict=False)
+    pipe.save_pretrained(tmp_path / "fused")
+    save_edlora(tmp_path / "fused" / CONCEPTS_FILE, EDLoRA(edlora.concepts, edlora.embeddings, num_layers=16))
+    fused = EDLoRAPipeline.from_pretrained(tmp_path / "fused", local_files_only=True)
+    fused.scheduler = DPMSolverMultistepScheduler.from_config(fused.scheduler.config)
+    fused.set_progress_bar_config(disable=True)
+    assert list(fused.concepts) == ["cat"]
+    assert (abs(_sample(fused).astype(float) - expected) < 1e-5).all()

@@ -1,4 +1,14 @@
 from .concept import ConceptDataset, ConceptSource, read_concept_list
 from .datamodule import ConceptDataModule
+from .prompts import PromptDataModule, SampleItem, read_prompts, sample_items
 
-__all__ = ["ConceptDataModule", "ConceptDataset", "ConceptSource", "read_concept_list"]
+__all__ = [
+    "ConceptDataModule",
+    "ConceptDataset",
+    "ConceptSource",
+    "PromptDataModule",
+    "SampleItem",
+    "read_concept_list",
+    "read_prompts",
+    "sample_items",
+]

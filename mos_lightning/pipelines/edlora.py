@@ -3,6 +3,8 @@
 Prompts are encoded into L layer copies (see :mod:`mos_lightning.tokens`) and cross-attention layer
 l reads copy l. ED-LoRA files are loaded by adding their tokens and merging their LoRA into the
 weights at a chosen scale; :meth:`EDLoRAPipeline.unload_edlora` restores the base bit-exactly.
+A fused model folder (a diffusers folder with a ``concepts.safetensors`` token table beside it)
+loads its concepts in :meth:`EDLoRAPipeline.from_pretrained`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from ..attention import install_layerwise_processors, num_cross_attention_layers
-from ..edlora_file import EDLoRA, load_edlora
+from ..edlora_file import CONCEPTS_FILE, EDLoRA, load_edlora
 from ..lora import merge_lora, restore
 from ..models import check_compatible
 from ..tokens import LayerwiseTokens, create_layerwise_tokens, encode_prompts, tokenize
@@ -28,11 +30,21 @@ DEFAULT_NEGATIVE_PROMPT = (
 class EDLoRAPipeline(StableDiffusionPipeline):
     """Stable Diffusion 1.x sampling with layer-wise concept tokens; any diffusers scheduler works.
 
-    ``negative_prompt`` defaults to the paper's negative prompt (pass ``""`` for none). With exactly
-    one concept loaded, ``<TOK>`` in a prompt stands for its tokens.
+    ``negative_prompt`` defaults to the paper's negative prompt (pass ``""`` for none). In prompts,
+    ``<name>`` stands for the tokens of the loaded concept ``name`` and, with exactly one concept
+    loaded, ``<TOK>`` stands for its tokens.
     """
 
     placeholder = "<TOK>"
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers loading; a fused model folder's ``concepts.safetensors`` token table is loaded too."""
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        table = Path(str(pretrained_model_name_or_path)) / CONCEPTS_FILE
+        if table.is_file():
+            pipe.load_edlora(table, scale=0.0)
+        return pipe
 
     @property
     def concept_tokens(self) -> LayerwiseTokens | None:
@@ -75,6 +87,11 @@ class EDLoRAPipeline(StableDiffusionPipeline):
         self._concepts.update(edlora.concepts)
         return list(edlora.concepts)
 
+    def set_concept_tokens(self, tokens: LayerwiseTokens, concepts: dict) -> None:
+        """Use tokens already in the tokenizer/text encoder (e.g. a tuning run's live modules); weights untouched."""
+        self._concept_tokens = tokens
+        self._concepts = dict(concepts)
+
     def unload_edlora(self) -> None:
         """Remove every loaded concept and restore the base weights and tokenizer exactly."""
         if not hasattr(self, "_base_tokenizer"):
@@ -87,17 +104,28 @@ class EDLoRAPipeline(StableDiffusionPipeline):
             delattr(self, attr)
 
     # ------------------------------------------------------------ encoding
-    def _expand_placeholder(self, prompts: list[str]) -> list[str]:
-        if not any(self.placeholder in p for p in prompts):
-            return prompts
-        if len(self.concepts) != 1:
-            raise ValueError(f"'{self.placeholder}' needs exactly one loaded concept; write the concept's tokens instead")
-        tokens = " ".join(next(iter(self.concepts.values())).tokens)
-        return [p.replace(self.placeholder, tokens) for p in prompts]
+    def expand_concepts(self, prompts: list[str]) -> list[str]:
+        """Replace ``<name>`` by concept ``name``'s tokens and ``<TOK>`` by the only concept's tokens."""
+        concepts = self.concepts
+        names = {t for c in concepts.values() for t in c.tokens}
+        out = []
+        for prompt in prompts:
+            if self.placeholder in prompt:
+                if len(concepts) != 1:
+                    raise ValueError(
+                        f"'{self.placeholder}' needs exactly one loaded concept ({len(concepts)} loaded: "
+                        f"{sorted(concepts)}); write <concept name> instead, e.g. <{next(iter(concepts), 'name')}>"
+                    )
+                prompt = prompt.replace(self.placeholder, " ".join(next(iter(concepts.values())).tokens))
+            for name, info in concepts.items():
+                if f"<{name}>" not in names:
+                    prompt = prompt.replace(f"<{name}>", " ".join(info.tokens))
+            out.append(prompt)
+        return out
 
     def encode_layerwise(self, prompts: list[str], device) -> torch.Tensor:
         """``[B, L*T, C]`` layer-wise text states for ``prompts``."""
-        ids = tokenize(self.tokenizer, self._expand_placeholder(prompts))
+        ids = tokenize(self.tokenizer, self.expand_concepts(prompts))
         layers = num_cross_attention_layers(self.unet)
         return encode_prompts(self.text_encoder, ids, self.concept_tokens, layers).to(device)
 
@@ -130,5 +158,9 @@ class EDLoRAPipeline(StableDiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, *args, negative_prompt=DEFAULT_NEGATIVE_PROMPT, **kwargs):
+        previous = self.unet.attn_processors  # put back afterwards: a tuning run may share this UNet
         install_layerwise_processors(self.unet)  # encode_prompt always yields layer copies
-        return super().__call__(*args, negative_prompt=negative_prompt, **kwargs)
+        try:
+            return super().__call__(*args, negative_prompt=negative_prompt, **kwargs)
+        finally:
+            self.unet.set_attn_processor(previous)

@@ -1,3 +1,4 @@
 from .edlora import EDLoRATask
+from .sampling import SamplingTask
 
-__all__ = ["EDLoRATask"]
+__all__ = ["EDLoRATask", "SamplingTask"]

@@ -146,6 +146,25 @@ class EDLoRATask(pl.LightningModule):
         ids = tokenize(self.tokenizer, [p.replace(self.hparams.placeholder, self.token_string) for p in prompts])
         return encode_prompts(self.text_encoder, ids, self.concept_tokens, self.num_layers), ids
 
+    def sampling_pipeline(self, scheduler: str = "dpm_solver"):
+        """An :class:`~mos_lightning.pipelines.EDLoRAPipeline` over this module's live modules (no copies).
+
+        The LoRA stays injected (scale it with :func:`mos_lightning.lora.scaled_lora`); ``<TOK>`` and
+        this module's placeholder stand for the concept.
+        """
+        from ..pipelines import EDLoRAPipeline, make_scheduler
+
+        pipe = EDLoRAPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+            scheduler=make_scheduler(scheduler, self.noise_scheduler.config),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        info = ConceptInfo(tokens=list(self.hparams.tokens), class_word=self.concept_class_word)
+        pipe.set_concept_tokens(self.concept_tokens, {self.hparams.concept_name: info})
+        pipe.placeholder = self.hparams.placeholder
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     # -------------------------------------------------------------- training
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of one batch and its parts (for logging); no logging, no host syncs."""

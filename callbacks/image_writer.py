@@ -1,0 +1,91 @@
+"""Saves ``predict`` images as PNGs named by prompt and seed, and optional per-prompt grids."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from mos_lightning.data.prompts import SampleItem
+from mos_lightning.io import atomic_path
+
+
+def save_png(path: Path, image: np.ndarray, text: dict[str, str]) -> None:
+    """Write ``image`` (uint8 HWC) atomically with ``text`` as PNG text chunks."""
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
+
+
+def make_grid(images: list[np.ndarray], columns: int | None = None) -> np.ndarray:
+    """Tile equally sized uint8 HWC images row by row (``columns`` default: about square)."""
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    height, width, channels = images[0].shape
+    grid = np.zeros((rows * height, columns * width, channels), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = image
+    return grid
+
+
+class ImageWriter(BasePredictionWriter):
+    """Writes every predicted image to ``<output_dir>/<prompt index>-<prompt>/seed<seed>.png``.
+
+    The prompt, seed and model are stored in the PNG's text chunks. Existing files are left alone,
+    so a rerun after an interruption only fills the gaps (the prompt DataModule already skips them).
+    """
+
+    def __init__(self, output_dir: str | None = None, grids: bool = True, grid_columns: int | None = None):
+        """
+        Args:
+            output_dir: Image folder; default: the prompt DataModule's ``output_dir``.
+            grids: After the run, write ``grids/<prompt index>-<prompt>.png`` with all of a prompt's images (rank 0).
+            grid_columns: Images per grid row (default: about square).
+        """
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.grids = grids
+        self.grid_columns = grid_columns
+
+    def folder(self, trainer) -> Path:
+        if self.output_dir is not None:
+            return self.output_dir
+        data_dir = getattr(trainer.datamodule, "output_dir", None)
+        if data_dir is None:
+            raise ValueError("ImageWriter needs output_dir (or a data module with an output_dir)")
+        return Path(data_dir)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        folder = self.folder(trainer)
+        model = str(getattr(pl_module.hparams, "base_model", ""))
+        for image, prompt, seed, index in zip(prediction["images"], prediction["prompt"], prediction["seed"],
+                                              prediction["prompt_index"]):
+            path = folder / SampleItem(prompt, index, seed).name
+            if not path.exists():
+                save_png(path, image, {"prompt": prompt, "seed": str(seed), "model": model})
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if not self.grids:
+            return
+        trainer.strategy.barrier("image-writer-grids")  # every rank's images are on disk
+        if not trainer.is_global_zero:
+            return
+        items = getattr(trainer.datamodule, "all_items", None)
+        if not items:
+            return
+        folder = self.folder(trainer)
+        by_prompt: dict[str, list[Path]] = {}
+        for item in items:
+            by_prompt.setdefault(item.folder, []).append(folder / item.name)
+        for name, paths in by_prompt.items():
+            images = [np.asarray(Image.open(p).convert("RGB")) for p in paths if p.is_file()]
+            if images:
+                grid = make_grid(images, self.grid_columns)
+                save_png(folder / "grids" / f"{name}.png", grid, {"prompt_folder": name})

@@ -1,0 +1,119 @@
+"""Sampling as a LightningModule: ``mos-lightning predict`` over a :class:`~mos_lightning.data.PromptDataModule`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from ..edlora_file import EDLoRA, load_edlora
+from ..models import resolve_source
+from ..pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline, SchedulerName, make_scheduler
+from .edlora import DEFAULT_BASE
+
+
+class SamplingTask(pl.LightningModule):
+    """Images from a base model plus ED-LoRA files, or from a fused model folder (its concepts load with it).
+
+    ``predict_step`` returns ``{"images": uint8 [B, H, W, 3], "prompt", "seed", "prompt_index"}``; pair
+    it with :class:`mos_lightning.callbacks.ImageWriter` to save them.
+    """
+
+    def __init__(
+        self,
+        base_model: str = DEFAULT_BASE,
+        edloras: list[str] | None = None,
+        lora_scale: float = 0.7,
+        scheduler: SchedulerName = "dpm_solver",
+        num_inference_steps: int = 20,
+        guidance_scale: float = 7.5,
+        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        height: int | None = None,
+        width: int | None = None,
+        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
+    ):
+        """
+        Args:
+            base_model: Local diffusers folder or hub id; a fused model folder brings its concepts along.
+            edloras: ED-LoRA files (``.safetensors``, or the reference ``.pth``) to load on top of the base.
+            lora_scale: Scale of the merged LoRA weights (paper default 0.7; 0 = embeddings only).
+            scheduler: Sampler: ``dpm_solver`` (the paper's), ``ddim``, ``euler``, ``euler_ancestral``, ``pndm``,
+                or ``model`` (the model folder's own).
+            num_inference_steps: Denoising steps (paper: 20).
+            guidance_scale: Classifier-free guidance scale (paper: 7.5; 1 disables CFG).
+            negative_prompt: Negative prompt for CFG (default: the paper's); ``""`` for none.
+            height: Image height in pixels (default: the model's native size).
+            width: Image width in pixels (default: the model's native size).
+            dtype: Weight dtype for sampling; ``auto`` = float16 on GPUs, float32 on CPU.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        for size in (height, width):
+            if size is not None and (size <= 0 or size % 8):
+                raise ValueError(f"height and width must be positive multiples of 8, got {size}")
+        self.pipe: EDLoRAPipeline | None = None
+        self._edloras: list[EDLoRA] = []
+
+    def setup(self, stage: str) -> None:
+        """Read and cross-check the ED-LoRA files before the (large) base model loads."""
+        if self._edloras or not self.hparams.edloras:
+            return
+        missing = [p for p in self.hparams.edloras if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"ED-LoRA file(s) not found: {missing}; tune them first (mos-lightning fit …)")
+        seen: dict[str, str] = {}
+        for path in self.hparams.edloras:
+            edlora = load_edlora(path)
+            for token in edlora.token_names:
+                if token in seen:
+                    raise ValueError(f"token {token} is in both {seen[token]} and {path}; tune one concept with other token names")
+                seen[token] = path
+            self._edloras.append(edlora)
+        resolve_source(self.hparams.base_model)  # a clear error for a missing folder, before anything loads
+
+    def configure_model(self) -> None:
+        if self.pipe is not None:
+            return
+        h = self.hparams
+        source, local = resolve_source(h.base_model)
+        # No safety checker: the paper samples without one, and black images would bias the metrics.
+        pipe = EDLoRAPipeline.from_pretrained(source, local_files_only=local, safety_checker=None,
+                                              requires_safety_checker=False)
+        for path, edlora in zip(h.edloras or [], self._edloras):
+            try:
+                pipe.load_edlora(edlora, scale=h.lora_scale)
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from error
+        pipe.scheduler = make_scheduler(h.scheduler, pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)  # Lightning's bar counts batches
+        self.pipe = pipe
+        # Registered as children so Lightning moves them to the device.
+        self.unet, self.text_encoder, self.vae = pipe.unet, pipe.text_encoder, pipe.vae
+
+    def sampling_dtype(self) -> torch.dtype:
+        if self.hparams.dtype == "auto":
+            return torch.float16 if self.device.type == "cuda" else torch.float32
+        return getattr(torch, self.hparams.dtype)
+
+    def on_predict_start(self) -> None:
+        dtype = self.sampling_dtype()
+        if self.unet.dtype != dtype:
+            self.pipe.to(dtype=dtype)
+
+    def generate(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
+        """uint8 ``[B, H, W, 3]`` images, one per (prompt, seed); each image depends only on its own pair."""
+        h = self.hparams
+        # CPU generators: the same seed gives the same starting noise on every device.
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        images = self.pipe(
+            prompts, negative_prompt=[h.negative_prompt] * len(prompts), generator=generators,
+            num_inference_steps=h.num_inference_steps, guidance_scale=h.guidance_scale,
+            height=h.height, width=h.width, output_type="np",
+        ).images
+        return (images * 255).round().clip(0, 255).astype(np.uint8)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {**batch, "images": self.generate(batch["prompt"], batch["seed"])}
