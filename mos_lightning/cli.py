@@ -9,18 +9,26 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 
 class SaveConfig(SaveConfigCallback):
-    """Saves the resolved config beside the logs; for ``predict`` (usually without a logger) beside the
-    images instead (``<data output_dir>/config.yaml``), so results carry the settings that made them."""
+    """Saves the resolved config beside the logs; in a run without a logger (sampling, fusion) beside the
+    results instead — the data module's ``output_dir`` for ``predict``, else the model's — so results carry
+    the settings that made them, and nothing lands in the working directory."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        output_dir = getattr(trainer.datamodule, "output_dir", None)
-        if stage != "predict" or output_dir is None or self.already_saved:
+        folder = None if trainer.loggers or self.already_saved else results_dir(trainer, pl_module, stage)
+        if folder is None:
             return super().setup(trainer, pl_module, stage)
         if trainer.is_global_zero:
-            Path(output_dir).mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, str(Path(output_dir) / self.config_filename), skip_none=False,
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(Path(folder) / self.config_filename), skip_none=False,
                              overwrite=True, multifile=self.multifile)
         self.already_saved = True
+
+
+def results_dir(trainer, pl_module, stage: str) -> str | None:
+    data_dir = getattr(trainer.datamodule, "output_dir", None)
+    if stage == "predict" and data_dir is not None:
+        return str(data_dir)
+    return getattr(pl_module.hparams, "output_dir", None)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:

@@ -3,7 +3,10 @@
 #   1. write the tiny random SD-1.x-shaped model to outputs/demo/tiny-sd
 #   2. tune an ED-LoRA for each bundled demo concept → outputs/demo/edlora/<concept>/edlora.safetensors
 #      (sample grids at LoRA scales 0 / 0.7 / 1.0 in outputs/demo/logs/<concept>/…/samples/)
+#      and each concept's fusion statistics beside its file (edlora.fusion-stats.safetensors)
 #   3. sample each concept → outputs/demo/samples/<concept>/ (a rerun makes only missing images)
+#   4. fuse both concepts into one model → outputs/demo/fusion/{model/,fusion_report.json}
+#   5. sample the fused model with both concepts → outputs/demo/samples/fused/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -20,4 +23,10 @@ for concept in redball bluecube; do
     --model.init_args.edloras "[outputs/demo/edlora/$concept/edlora.safetensors]" \
     --data.init_args.output_dir "outputs/demo/samples/$concept"
 done
-echo "demo: done; ED-LoRA files are under outputs/demo/edlora/, images under outputs/demo/samples/"
+mos-lightning fit --config configs/demo/fusion.yaml
+mos-lightning predict --config configs/demo/sample.yaml \
+  --model.init_args.base_model outputs/demo/fusion/model --model.init_args.edloras '[]' \
+  --data.init_args.prompts '["a photo of <redball>", "a photo of <bluecube>", "a <redball> next to a <bluecube>"]' \
+  --data.init_args.output_dir outputs/demo/samples/fused
+echo "demo: done; ED-LoRA files under outputs/demo/edlora/, the fused model under outputs/demo/fusion/,"
+echo "      images under outputs/demo/samples/"

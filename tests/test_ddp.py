@@ -25,7 +25,9 @@ def test_ddp_fit_on_two_cpu_processes_trains_identical_replicas(tiny_model_dir, 
     assert rank0.keys() == rank1.keys() and len(rank0) > 100
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
-    assert [p.name for p in (tmp_path / "edlora").iterdir()] == ["edlora.safetensors"]
+    # one writer: the ED-LoRA, its fusion statistics (the demo config asks for them) and the run's config
+    assert sorted(p.name for p in (tmp_path / "edlora").iterdir()) == [
+        "config.yaml", "edlora.fusion-stats.safetensors", "edlora.safetensors"]
     edlora = load_edlora(tmp_path / "edlora" / "edlora.safetensors")
     torch.testing.assert_close(edlora.embeddings["<redball1>"], rank0["concept_tokens.weight"][0])
     assert edlora.extra["global_step"] == 3

@@ -1,11 +1,13 @@
 from .concept import ConceptDataset, ConceptSource, read_concept_list
 from .datamodule import ConceptDataModule
+from .fusion import FusionDataModule
 from .prompts import PromptDataModule, SampleItem, read_prompts, sample_items
 
 __all__ = [
     "ConceptDataModule",
     "ConceptDataset",
     "ConceptSource",
+    "FusionDataModule",
     "PromptDataModule",
     "SampleItem",
     "read_concept_list",

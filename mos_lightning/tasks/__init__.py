@@ -1,4 +1,5 @@
 from .edlora import EDLoRATask
+from .fusion import FusionTask
 from .sampling import SamplingTask
 
-__all__ = ["EDLoRATask", "SamplingTask"]
+__all__ = ["EDLoRATask", "FusionTask", "SamplingTask"]

@@ -52,6 +52,7 @@ class EDLoRATask(pl.LightningModule):
         frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         output_dir: str = "outputs/edlora",
         export_every_n_steps: int = 0,
+        fusion_stats: bool = False,
     ):
         """
         Args:
@@ -80,6 +81,9 @@ class EDLoRATask(pl.LightningModule):
                 with ``trainer.precision: bf16-mixed``). Trainable tensors and optimizer state stay float32.
             output_dir: Where ``edlora.safetensors`` is written.
             export_every_n_steps: Also write ``edlora-step<N>.safetensors`` every N optimizer steps (0 disables).
+            fusion_stats: After tuning, also write ``edlora.fusion-stats.safetensors`` (the concept's fusion
+                statistics at the default fusion settings, a few hundred MB at SD 1.5 size), so the center node
+                fuses without running this concept's model again.
         """
         super().__init__()
         if not tokens or len(tokens) != len(initializers):
@@ -270,6 +274,11 @@ class EDLoRATask(pl.LightningModule):
         if self.trainer.is_global_zero:
             path = save_edlora(Path(self.hparams.output_dir) / "edlora.safetensors", self.export())
             print(f"wrote {path}")
+            if self.hparams.fusion_stats:
+                from ..fusion.concept_stats import compute_concept_stats
+
+                for stats in compute_concept_stats(self.hparams.base_model, [str(path)], self.device):
+                    print(f"wrote {stats}")
 
     # ----------------------------------------------------------- checkpoints
     def trainable_keys(self) -> set[str]:

@@ -1,0 +1,357 @@
+"""Center-node fusion of many ED-LoRAs into one model (DESIGN §1.2), without Lightning.
+
+Stages, each layer solving ``W* = argmin_W Σ_i ||X_i W_iᵀ − X_i Wᵀ||²`` with W_i = W0 + α_i ΔW_i:
+
+1. all concepts' layer-wise tokens go into one tokenizer/embedding table;
+2. text-encoder LoRA layers: X_i = layer inputs while concept i's own text encoder encodes its prompts;
+3. UNet cross-attention ``to_k``/``to_v``: X_i = the *fused* text encoder's outputs for concept i's
+   prompts at the concept-token and end-token positions (or all positions up to the end token);
+4. the other UNet LoRA layers ("spatial"): X_i = layer inputs while concept i's own model samples
+   its spatial prompts (DPM-Solver, no CFG, every step).
+
+Statistics are Gram sums (:mod:`.stats`), so memory does not grow with the tokens recorded and
+sums from several processes simply add. :meth:`Fuser.collect` and :meth:`Fuser.collect_kv` work on one
+concept; the solves take the (all-reduced) sums. The base weights are restored by :meth:`Fuser.restore_base`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from ..attention import cross_attention_layers, install_layerwise_processors
+from ..edlora_file import ConceptInfo, EDLoRA
+from ..lora import base_linear, lora_delta, lora_modules
+from ..models import check_compatible
+from ..pipelines import EDLoRAPipeline, make_scheduler
+from ..tokens import tokenize
+from .concepts import FusionConcept
+from .solvers import Solver, closed_form, lbfgs, naive_merge, objective
+from .stats import ConceptGrams, FusionSums, GramRecorder
+
+Part = Literal["text_encoder", "unet"]
+STAGES = ("text_encoder", "kv", "spatial")
+
+
+@dataclass
+class FusionSettings:
+    """How statistics are gathered and layers solved (defaults: the paper's, with our exact solver)."""
+
+    solver: Solver = "closed_form"
+    ridge: float = 1e-4
+    text_encoder_iterations: int = 500
+    unet_iterations: int = 50
+    text_prompts: list[str] = field(default_factory=lambda: ["photo of a <TOK>", "<TOK>"])
+    spatial_prompts: list[str] = field(default_factory=lambda: ["photo of a <TOK>"])
+    spatial_seeds: list[int] = field(default_factory=lambda: [0])
+    num_inference_steps: int = 20
+    scheduler: str = "dpm_solver"
+    height: int | None = None
+    width: int | None = None
+    kv_positions: Literal["concept", "all"] = "concept"
+    stats_dtype: torch.dtype = torch.float64
+    placeholder: str = "<TOK>"
+
+
+@dataclass
+class Reference:
+    """What concept i's own model produced, kept to measure how well the fused model reproduces it."""
+
+    text_states: torch.Tensor  # [P, L*T, C] own text-encoder outputs for the text prompts
+    latents: torch.Tensor  # [S*B, 4, h, w] UNet inputs along the own sampling trajectory
+    timesteps: torch.Tensor  # [S*B]
+    noise: torch.Tensor  # [S*B, 4, h, w] own UNet predictions
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    diff = (value.double() - reference.double()).norm()
+    return float(diff / reference.double().norm().clamp_min(1e-30))
+
+
+@dataclass
+class ConceptRecord:
+    """A concept's own-model statistics and reference outputs: all the center node needs from its model."""
+
+    text_encoder: ConceptGrams
+    spatial: ConceptGrams
+    reference: Reference
+
+
+class Fuser:
+    """Fuses ``concepts`` into the weights of ``pipe`` (a base-model :class:`EDLoRAPipeline` on its device)."""
+
+    def __init__(self, pipe: EDLoRAPipeline, concepts: list[FusionConcept], settings: FusionSettings | None = None):
+        self.pipe = pipe
+        self.concepts = concepts
+        self.settings = settings or FusionSettings()
+        for concept in concepts:
+            check_compatible(concept.edlora, pipe.unet, pipe.text_encoder, concept.source)
+        # Stage 1: one token table for every concept (embeddings only; the LoRAs are handled below).
+        for concept in concepts:
+            pipe.load_edlora(EDLoRA(concept.edlora.concepts, concept.edlora.embeddings,
+                                    num_layers=concept.edlora.num_layers), scale=0.0)
+        install_layerwise_processors(pipe.unet)  # direct UNet calls (fidelity) read layer copies too
+        self.parts = {"text_encoder": pipe.text_encoder, "unet": pipe.unet}
+        for concept in concepts:  # every target exists in the base with the right shape
+            for part in self.parts:
+                self._check_targets(concept, part)
+        self.layers = {part: sorted({n for c in concepts for n in self._lora(c, part)}) for part in self.parts}
+        cross = {name.rsplit(".processor", 1)[0] for name in cross_attention_layers(pipe.unet)}
+        kv = {f"{c}.{p}" for c in cross for p in ("to_k", "to_v")}
+        self.stage_layers = {
+            "text_encoder": self.layers["text_encoder"],
+            "kv": [n for n in self.layers["unet"] if n in kv],
+            "spatial": [n for n in self.layers["unet"] if n not in kv],
+        }
+        self.base = {part: {n: base_linear(self.parts[part], n).weight.detach().clone() for n in self.layers[part]}
+                     for part in self.parts}
+        # Σ_i α_i ΔW_i per layer, for the naive-merge baseline; single concepts' deltas are made on demand.
+        self.delta_sum = {part: {} for part in self.parts}
+        for index in range(len(concepts)):
+            for part in self.parts:
+                for name, delta in self.deltas(index, part).items():
+                    total = self.delta_sum[part]
+                    total[name] = total[name] + delta if name in total else delta
+        self.sums = {stage: FusionSums() for stage in STAGES}
+        self.references: dict[int, Reference] = {}
+        self.fused: dict[str, dict[str, torch.Tensor]] = {}
+        self.naive: dict[str, dict[str, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------ weights
+    @staticmethod
+    def _lora(concept: FusionConcept, part: Part) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return lora_modules(concept.edlora.unet_lora if part == "unet" else concept.edlora.text_encoder_lora)
+
+    def _check_targets(self, concept: FusionConcept, part: Part) -> None:
+        for name, (a, b) in self._lora(concept, part).items():
+            try:
+                linear = base_linear(self.parts[part], name)
+            except AttributeError as error:
+                raise ValueError(f"{concept.source}: LoRA targets {part} layer {name}, which the base model does "
+                                 "not have: the file was tuned on a different base model") from error
+            if tuple(linear.weight.shape) != (b.shape[0], a.shape[1]):
+                raise ValueError(f"{concept.source}: LoRA for {name} is {b.shape[0]}x{a.shape[1]} but the base layer is "
+                                 f"{tuple(linear.weight.shape)}: the file was tuned on a different base model")
+
+    def deltas(self, index: int, part: Part) -> dict[str, torch.Tensor]:
+        """α_i ΔW_i per layer of concept ``index``, fp32 on the model's device."""
+        concept = self.concepts[index]
+        alpha = concept.edlora.alpha * (concept.unet_alpha if part == "unet" else concept.text_encoder_alpha)
+        device = self.pipe.unet.device
+        return {name: lora_delta(a.to(device), b.to(device), alpha) for name, (a, b) in self._lora(concept, part).items()}
+
+    def concept_deltas(self, index: int, part: Part) -> dict[str, torch.Tensor]:
+        """α_i ΔW_i for every fused layer of ``part`` (zeros where the concept has no LoRA)."""
+        deltas = self.deltas(index, part)
+        return {n: deltas[n] if n in deltas else torch.zeros_like(w0, dtype=torch.float32)
+                for n, w0 in self.base[part].items()}
+
+    def concept_weights(self, index: int, part: Part) -> dict[str, torch.Tensor]:
+        """W_i = W0 + α_i ΔW_i (fp32) for every fused layer of ``part``."""
+        return {n: self.base[part][n].float() + d for n, d in self.concept_deltas(index, part).items()}
+
+    @torch.no_grad()
+    def set_weights(self, part: Part, weights: dict[str, torch.Tensor]) -> None:
+        for name, weight in weights.items():
+            linear = base_linear(self.parts[part], name)
+            linear.weight.copy_(weight.to(linear.weight.dtype))
+
+    def use_concept(self, index: int) -> None:
+        """Turn the model into concept ``index``'s own model (base + its LoRA at its alphas)."""
+        for part in self.parts:
+            self.set_weights(part, self.concept_weights(index, part))
+
+    def restore_base(self) -> None:
+        """Put every fused layer's base weight back, bit-exactly."""
+        for part in self.parts:
+            self.set_weights(part, self.base[part])
+
+    # ---------------------------------------------------------- prompts
+    def prompts(self, index: int, templates: list[str]) -> list[str]:
+        tokens = self.concepts[index].token_string
+        return [t.replace(self.settings.placeholder, tokens) for t in templates]
+
+    # -------------------------------------------------------- statistics
+    def statistics_key(self, index: int) -> dict:
+        """Everything a concept's own-model statistics depend on; saved statistics are reused only if it matches."""
+        s, c = self.settings, self.concepts[index]
+        height, width = self.image_size()
+        return {
+            "concept": c.name, "tokens": c.tokens, "unet_alpha": c.unet_alpha, "text_encoder_alpha": c.text_encoder_alpha,
+            "text_prompts": list(s.text_prompts), "spatial_prompts": list(s.spatial_prompts),
+            "spatial_seeds": list(s.spatial_seeds), "num_inference_steps": s.num_inference_steps,
+            "scheduler": s.scheduler, "height": height, "width": width,
+            "layers": {part: self.layers[part] for part in self.parts},
+        }
+
+    def image_size(self) -> tuple[int, int]:
+        native = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        return self.settings.height or native, self.settings.width or native
+
+    @torch.no_grad()
+    def record(self, index: int) -> ConceptRecord:
+        """Concept ``index``'s own-model statistics (text encoder, spatial) and reference outputs."""
+        s, pipe = self.settings, self.pipe
+        device = pipe.unet.device
+        height, width = self.image_size()
+        self.use_concept(index)
+        try:
+            with GramRecorder(pipe.text_encoder, self.stage_layers["text_encoder"]) as text_stats:
+                text_states = pipe.encode_layerwise(self.prompts(index, s.text_prompts), device)
+            trajectory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+            def record_step(_module, args, kwargs, output):
+                timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+                noise = output[0] if isinstance(output, tuple) else output.sample
+                latents = args[0]
+                trajectory.append((latents.float().cpu(), timestep.expand(latents.shape[0]).cpu(), noise.float().cpu()))
+
+            prompts = [p for p in self.prompts(index, s.spatial_prompts) for _ in s.spatial_seeds]
+            generators = [torch.Generator().manual_seed(seed) for _ in s.spatial_prompts for seed in s.spatial_seeds]
+            pipe.scheduler = make_scheduler(s.scheduler, pipe.scheduler.config)
+            handle = pipe.unet.register_forward_hook(record_step, with_kwargs=True)
+            try:
+                with GramRecorder(pipe.unet, self.stage_layers["spatial"]) as spatial_stats:
+                    pipe(prompts, guidance_scale=1.0, num_inference_steps=s.num_inference_steps, generator=generators,
+                         height=height, width=width, output_type="latent")
+            finally:
+                handle.remove()
+        finally:
+            self.restore_base()
+        latents, timesteps, noise = (torch.cat(parts) for parts in zip(*trajectory))
+        reference = Reference(text_states.float().cpu(), latents, timesteps, noise)
+        return ConceptRecord(ConceptGrams.from_recorder(text_stats), ConceptGrams.from_recorder(spatial_stats), reference)
+
+    def add(self, index: int, record: ConceptRecord) -> None:
+        """Add a concept's own-model statistics (recorded here or read from its stats file) to the sums."""
+        stats_dtype = self.settings.stats_dtype
+        self.sums["text_encoder"].add(record.text_encoder.to(self.pipe.unet.device),
+                                      self.concept_deltas(index, "text_encoder"), stats_dtype)
+        self.sums["spatial"].add(record.spatial.to(self.pipe.unet.device), self.concept_deltas(index, "unet"),
+                                 stats_dtype)
+        self.references[index] = record.reference
+
+    def collect(self, index: int) -> None:
+        """:meth:`record` + :meth:`add`."""
+        self.add(index, self.record(index))
+
+    def kv_positions(self, ids: torch.Tensor, index: int) -> torch.Tensor:
+        """``[P, T]`` mask of the positions whose text features feed the k/v statistics."""
+        eos = self.pipe.tokenizer.eos_token_id
+        end = (ids == eos).int().argmax(1)  # first end token (padding repeats it)
+        upto = torch.arange(ids.shape[1])[None] <= end[:, None]
+        if self.settings.kv_positions == "all":
+            return upto
+        token_ids = torch.tensor(self.pipe.tokenizer.convert_tokens_to_ids(self.concepts[index].tokens))
+        concept = (ids[..., None] == token_ids).any(-1)
+        return concept | (torch.arange(ids.shape[1])[None] == end[:, None])
+
+    @torch.no_grad()
+    def collect_kv(self, index: int) -> float:
+        """Cross-attention k/v statistics of concept ``index`` (needs the fused text encoder: run after
+        :meth:`solve` of the text encoder); returns the text-encoder fidelity (relative error) of the fused model."""
+        pipe, s = self.pipe, self.settings
+        prompts = self.prompts(index, s.text_prompts)
+        self.set_weights("text_encoder", self.fused["text_encoder"])
+        try:
+            states = pipe.encode_layerwise(prompts, pipe.unet.device)
+        finally:
+            self.restore_base()
+        fidelity = relative_error(states.float().cpu(), self.references[index].text_states)
+        ids = tokenize(pipe.tokenizer, prompts)
+        mask = self.kv_positions(ids, index).to(states.device)
+        layers = cross_attention_layers(pipe.unet)
+        width = states.shape[1] // len(layers)
+        grams, rows, group_of = {}, {}, {}
+        for l, processor in enumerate(layers):
+            module = processor.rsplit(".processor", 1)[0]
+            names = [f"{module}.{p}" for p in ("to_k", "to_v") if f"{module}.{p}" in self.stage_layers["kv"]]
+            if not names:
+                continue
+            x = states[:, l * width : (l + 1) * width][mask].to(torch.float32)
+            grams[names[0]], rows[names[0]] = x.T @ x, x.shape[0]
+            group_of.update({n: names[0] for n in names})
+        self.sums["kv"].add(ConceptGrams(grams, rows, group_of), self.concept_deltas(index, "unet"), s.stats_dtype)
+        return fidelity
+
+    # -------------------------------------------------------------- solve
+    def solve(self, stage: str, progress: bool = False) -> list[dict]:
+        """Fuse every layer of ``stage`` from the (already summed) statistics; return per-layer report rows."""
+        s = self.settings
+        part: Part = "text_encoder" if stage == "text_encoder" else "unet"
+        iterations = s.text_encoder_iterations if part == "text_encoder" else s.unet_iterations
+        sums, rows = self.sums[stage], []
+        fused = self.fused.setdefault(part, {})
+        naive = self.naive.setdefault(part, {})
+        for name in tqdm(self.stage_layers[stage], desc=f"solving {stage}", disable=not progress, leave=False):
+            gram, cross, energy, count = sums.layer(name)
+            w0 = self.base[part][name].to(gram.device)
+            start = time.perf_counter()
+            naive_w = naive_merge(w0, [self.delta_sum[part][name]]).to(gram.device)
+            if s.solver == "closed_form":
+                weight = closed_form(w0, gram, cross, s.ridge)
+            elif s.solver == "lbfgs":
+                weight = lbfgs(w0, gram, cross, energy, count, iterations)
+            else:
+                weight = naive_w
+            seconds = time.perf_counter() - start
+            f, f_naive = (float(objective(w, w0, gram, cross, energy)) for w in (weight, naive_w))
+            fused[name], naive[name] = weight.float(), naive_w.float()
+            f_base = float(energy)  # f(W0): everything the concepts' LoRAs change on their activations
+            scale = max(f_base, 1e-30)
+            rows.append({
+                "layer": name, "rows": int(count), "objective": f, "objective_naive": f_naive, "objective_base": f_base,
+                "relative_residual": math.sqrt(max(f, 0.0) / scale),
+                "relative_residual_naive": math.sqrt(max(f_naive, 0.0) / scale),
+                "seconds": seconds,
+            })
+        return rows
+
+    # ----------------------------------------------------------- fidelity
+    @torch.no_grad()
+    def unet_fidelity(self, index: int, which: Literal["fused", "naive"], batch: int = 8) -> float:
+        """Relative error of the fused (or naive) model's noise predictions along concept ``index``'s own trajectory."""
+        weights = self.fused if which == "fused" else self.naive
+        pipe, ref = self.pipe, self.references[index]
+        device, dtype = pipe.unet.device, pipe.unet.dtype
+        self.set_weights("text_encoder", weights["text_encoder"])
+        self.set_weights("unet", weights["unet"])
+        try:
+            prompts = [p for p in self.prompts(index, self.settings.spatial_prompts) for _ in self.settings.spatial_seeds]
+            states = pipe.encode_layerwise(prompts, device).to(dtype)
+            per_step = len(prompts)
+            outputs = []
+            for start in range(0, ref.latents.shape[0], batch * per_step):
+                x = ref.latents[start : start + batch * per_step].to(device, dtype)
+                t = ref.timesteps[start : start + batch * per_step].to(device)
+                context = states.repeat(x.shape[0] // per_step, 1, 1)
+                outputs.append(pipe.unet(x, t, context).sample.float().cpu())
+        finally:
+            self.restore_base()
+        return relative_error(torch.cat(outputs), ref.noise)
+
+    def text_fidelity_naive(self, index: int) -> float:
+        with torch.no_grad():
+            self.set_weights("text_encoder", self.naive["text_encoder"])
+            try:
+                states = self.pipe.encode_layerwise(self.prompts(index, self.settings.text_prompts), self.pipe.unet.device)
+            finally:
+                self.restore_base()
+        return relative_error(states.float().cpu(), self.references[index].text_states)
+
+    # --------------------------------------------------------------- output
+    def token_table(self, base_model: str = "") -> EDLoRA:
+        """All concepts' tokens and layer-wise embeddings, without LoRA: a fused folder's ``concepts.safetensors``."""
+        concepts: dict[str, ConceptInfo] = {}
+        embeddings: dict[str, torch.Tensor] = {}
+        for c in self.concepts:
+            concepts.update(c.edlora.concepts)
+            embeddings.update(c.edlora.embeddings)
+        first = self.concepts[0].edlora
+        return EDLoRA(concepts, embeddings, num_layers=first.num_layers, rank=0, alpha=1.0, base_model=base_model,
+                      extra={"fused": True})

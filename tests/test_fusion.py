@@ -1,0 +1,174 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mos_lightning.cli import build_cli
+from mos_lightning.edlora_file import save_edlora
+from mos_lightning.fusion import ConceptSpec, Fuser, load_concepts
+from mos_lightning.models import load_base_model
+from mos_lightning.pipelines import EDLoRAPipeline
+
+from conftest import DEMO_CONCEPTS, REPO
+from helpers import make_data, make_task, make_trainer, random_edlora
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """The two demo concepts, tuned briefly on the tiny model."""
+    root = tmp_path_factory.mktemp("tuned")
+    files = []
+    for name, word in (("redball", "ball"), ("bluecube", "cube")):
+        task = make_task(tiny_model_dir, root / name, concept_name=name, tokens=(f"<{name}1>", f"<{name}2>"),
+                         initializers=("<rand-0.013>", word))
+        make_trainer(root, max_steps=30).fit(task, make_data(DEMO_CONCEPTS / name))
+        files.append(root / name / "edlora.safetensors")
+    return files
+
+
+def fuse_args(model_dir, files, out, *extra):
+    concepts = json.dumps([{"path": str(f)} for f in files])
+    return ["fit", "--config", str(REPO / "configs/demo/fusion.yaml"),
+            "--model.init_args.base_model", str(model_dir), "--model.init_args.output_dir", str(out),
+            "--model.init_args.num_inference_steps", "8",
+            "--data.init_args.concepts", concepts, "--trainer.accelerator", "cpu",
+            "--trainer.enable_progress_bar", "false", *extra]
+
+
+def test_fusion_beats_the_naive_merge_and_the_folder_loads_and_samples(tiny_model_dir, trained, tmp_path):
+    cli = build_cli(fuse_args(tiny_model_dir, trained, tmp_path / "fusion"))
+    report = json.loads((tmp_path / "fusion" / "fusion_report.json").read_text())
+    assert list(report["fidelity"]) == ["redball", "bluecube"]
+    for name, figures in report["fidelity"].items():
+        for part in ("text_encoder", "unet"):
+            fused, naive = figures[part]["fused"], figures[part]["naive"]
+            assert fused < 0.5 * naive, (name, part, fused, naive)
+    for stage, rows in report["layers"].items():
+        assert rows and all(r["objective"] <= r["objective_naive"] * (1 + 1e-9) + 1e-9 for r in rows), stage
+    assert len(report["layers"]["kv"]) == 32 and len(report["layers"]["text_encoder"]) > 0
+
+    # hooks gone and the in-memory base restored after fusion
+    task = cli.model
+    base = load_base_model(str(tiny_model_dir))
+    for mine, theirs in ((task.unet, base.unet), (task.text_encoder, base.text_encoder)):
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in mine.modules())
+        a, b = mine.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # the fused folder: diffusers + the token table; loads with its concepts and samples both
+    pipe = EDLoRAPipeline.from_pretrained(tmp_path / "fusion" / "model", local_files_only=True)
+    assert set(pipe.concepts) == {"redball", "bluecube"}
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a <redball> next to a <bluecube>", num_inference_steps=3, height=64, width=64,
+                 output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 64, 64, 3)
+    from diffusers import StableDiffusionPipeline
+
+    plain = StableDiffusionPipeline.from_pretrained(tmp_path / "fusion" / "model", local_files_only=True)
+    torch.testing.assert_close(plain.unet.state_dict(), pipe.unet.state_dict())
+
+
+def test_lbfgs_solver_reaches_the_closed_form_objective(tiny_model_dir, tmp_path):
+    files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
+             for i, n in enumerate(("cat", "dog"))]
+    reports = {}
+    for solver in ("closed_form", "lbfgs"):
+        build_cli(fuse_args(tiny_model_dir, files, tmp_path / solver, "--model.init_args.solver", solver,
+                            "--model.init_args.num_inference_steps", "3",
+                            "--model.init_args.text_encoder_iterations", "100",
+                            "--model.init_args.unet_iterations", "100"))
+        reports[solver] = json.loads((tmp_path / solver / "fusion_report.json").read_text())
+    for stage in ("text_encoder", "kv", "spatial"):
+        exact_rows, iterative_rows = reports["closed_form"]["layers"][stage], reports["lbfgs"]["layers"][stage]
+        for exact, iterative in zip(exact_rows, iterative_rows):
+            # the exact solve is never worse than L-BFGS (up to what its small ridge costs)
+            assert exact["objective"] <= iterative["objective"] + 1e-3 * exact["objective_base"] + 1e-9, exact["layer"]
+        # and L-BFGS from W0 gets most of the way (slowly on ill-conditioned layers)
+        base = sum(r["objective_base"] for r in exact_rows)
+        best, found = (sum(r["objective"] for r in rows) for rows in (exact_rows, iterative_rows))
+        assert base - found >= 0.8 * (base - best), stage
+
+
+def test_statistics_and_weights_agree_between_one_and_two_ddp_processes(tiny_model_dir, tmp_path):
+    files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
+             for i, n in enumerate(("cat", "dog", "fox"))]  # 3 concepts: uneven shards (2 + 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))  # as each DDP process gets: same CPU kernels
+    try:
+        build_cli(fuse_args(tiny_model_dir, files, tmp_path / "one", "--model.init_args.num_inference_steps", "3"))
+    finally:
+        torch.set_num_threads(threads)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MASTER_", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "PL_", "PYTEST"))}
+    args = fuse_args(tiny_model_dir, files, tmp_path / "two", "--model.init_args.num_inference_steps", "3",
+                     "--trainer.strategy", "ddp", "--trainer.devices", "2")
+    result = subprocess.run([sys.executable, "-m", "mos_lightning", *args], env=env, capture_output=True, text=True,
+                            timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    one, two = (json.loads((tmp_path / d / "fusion_report.json").read_text()) for d in ("one", "two"))
+    assert two["world_size"] == 2 and list(two["fidelity"]) == ["cat", "dog", "fox"]
+    for stage in one["layers"]:
+        for a, b in zip(one["layers"][stage], two["layers"][stage]):
+            assert a["layer"] == b["layer"] and a["rows"] == b["rows"]
+            # objectives are differences of large sums: compare on the scale of the base objective
+            assert b["objective"] == pytest.approx(a["objective"], abs=1e-6 * a["objective_base"] + 1e-12)
+    for sub, name in (("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")):
+        a, b = (load_file(tmp_path / d / "model" / sub / name) for d in ("one", "two"))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_bad_concept_lists_fail_before_the_base_model_loads(tiny_model_dir, tmp_path):
+    cat = save_edlora(tmp_path / "cat.safetensors", random_edlora(tiny_model_dir, "cat"))
+    other = random_edlora(tiny_model_dir, "cat")
+    other.concepts = {"kitty": other.concepts["cat"]}
+    clash = save_edlora(tmp_path / "kitty.safetensors", other)
+    small = random_edlora(tiny_model_dir, "dog")
+    small.embeddings = {k: v[:12] for k, v in small.embeddings.items()}
+    small.num_layers = 12
+    wrong = save_edlora(tmp_path / "dog.safetensors", small)
+    with pytest.raises(ValueError, match="no concepts"):
+        load_concepts([])
+    with pytest.raises(ValueError, match="more than once"):
+        load_concepts([ConceptSpec(str(cat)), ConceptSpec(str(cat))])
+    with pytest.raises(ValueError, match="distinct token names"):
+        load_concepts([ConceptSpec(str(cat)), ConceptSpec(str(clash))])
+    with pytest.raises(ValueError, match="out of range"):
+        load_concepts([ConceptSpec(str(cat), unet_alpha=3.0)])
+    with pytest.raises(ValueError, match="different base models"):
+        load_concepts([ConceptSpec(str(cat)), ConceptSpec(str(wrong))])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_concepts([ConceptSpec(str(tmp_path / "missing.safetensors"))])
+    bad_target = random_edlora(tiny_model_dir, "owl")
+    bad_target.unet_lora = {"mid_block.nonexistent.lora_A.weight": torch.zeros(4, 8),
+                            "mid_block.nonexistent.lora_B.weight": torch.zeros(8, 4)}
+    owl = save_edlora(tmp_path / "owl.safetensors", bad_target)
+    pipe = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True)
+    with pytest.raises(ValueError, match="does not have"):
+        Fuser(pipe, load_concepts([ConceptSpec(str(owl))]))
+
+
+def test_saved_statistics_replace_running_the_concepts_models(tiny_model_dir, tmp_path):
+    files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
+             for i, n in enumerate(("cat", "dog", "fox"))]
+    steps = ("--model.init_args.num_inference_steps", "3")
+    build_cli(fuse_args(tiny_model_dir, files[:2], tmp_path / "first", *steps, "--model.init_args.save_stats", "true"))
+    assert all((tmp_path / f"{n}.fusion-stats.safetensors").is_file() for n in ("cat", "dog"))
+    build_cli(fuse_args(tiny_model_dir, files[:2], tmp_path / "again", *steps))
+    again = json.loads((tmp_path / "again" / "fusion_report.json").read_text())
+    assert all(v.startswith("read from") for v in again["statistics"].values())
+    for sub, name in (("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")):
+        a, b = (load_file(tmp_path / d / "model" / sub / name) for d in ("first", "again"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # one concept more: only the new one runs its model
+    build_cli(fuse_args(tiny_model_dir, files, tmp_path / "three", *steps))
+    three = json.loads((tmp_path / "three" / "fusion_report.json").read_text())
+    assert [v.split(" ")[0] for v in three["statistics"].values()] == ["read", "read", "recorded"]
+    # other settings: the saved statistics no longer apply and are recorded afresh
+    build_cli(fuse_args(tiny_model_dir, files[:1], tmp_path / "other", "--model.init_args.num_inference_steps", "2"))
+    other = json.loads((tmp_path / "other" / "fusion_report.json").read_text())
+    assert other["statistics"]["cat"].startswith("recorded") and "num_inference_steps" in other["statistics"]["cat"]
