@@ -133,13 +133,37 @@ def save_tiny_model(out_dir: str | Path, seed: int = 0, overwrite: bool = False)
     return out_dir
 
 
+def save_tiny_clip(out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
+    """Save a tiny random transformers ``CLIPModel`` + ``CLIPProcessor`` (32² images) for the metrics' demo/tests."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file() and not overwrite:
+        return out_dir
+    torch.manual_seed(seed)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                         pad_token_id=49407, **small),
+        vision_config=dict(image_size=32, patch_size=8, **small),
+        projection_dim=16,
+    )
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPModel(config).save_pretrained(out_dir)
+    CLIPProcessor(image_processor=image_processor, tokenizer=build_clip_tokenizer()).save_pretrained(out_dir)
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the tiny random SD-1.x-shaped demo/test model.")
     parser.add_argument("out_dir", help="folder to write the diffusers model into")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--overwrite", action="store_true", help="rewrite an existing model")
+    parser.add_argument("--clip", help="also write a tiny random CLIP model (for the metrics) into this folder")
     args = parser.parse_args(argv)
     print(save_tiny_model(args.out_dir, args.seed, args.overwrite))
+    if args.clip:
+        print(save_tiny_clip(args.clip, args.seed, args.overwrite))
 
 
 if __name__ == "__main__":

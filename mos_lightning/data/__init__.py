@@ -1,5 +1,6 @@
 from .concept import ConceptDataset, ConceptSource, read_concept_list
 from .datamodule import ConceptDataModule
+from .evaluation import EvalConceptSpec, EvalDataModule, EvalItem
 from .fusion import FusionDataModule
 from .prompts import PromptDataModule, SampleItem, read_prompts, sample_items
 
@@ -7,6 +8,9 @@ __all__ = [
     "ConceptDataModule",
     "ConceptDataset",
     "ConceptSource",
+    "EvalConceptSpec",
+    "EvalDataModule",
+    "EvalItem",
     "FusionDataModule",
     "PromptDataModule",
     "SampleItem",

@@ -1,5 +1,6 @@
 from .edlora import EDLoRATask
+from .evaluation import EvalMethod, EvalTask
 from .fusion import FusionTask
 from .sampling import SamplingTask
 
-__all__ = ["EDLoRATask", "FusionTask", "SamplingTask"]
+__all__ = ["EDLoRATask", "EvalMethod", "EvalTask", "FusionTask", "SamplingTask"]
