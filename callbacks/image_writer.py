@@ -43,6 +43,8 @@ class ImageWriter(BasePredictionWriter):
     """
 
     def __init__(self, output_dir: str | None = None, grids: bool = True, grid_columns: int | None = None):
+        # A prediction may also carry "metadata" (per image, extra PNG text chunks) and "extra_images"
+        # ({key: images}, saved beside each image as seed<N>.<key>.png, e.g. regional debug boxes).
         """
         Args:
             output_dir: Image folder; default: the prompt DataModule's ``output_dir``.
@@ -65,11 +67,17 @@ class ImageWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         folder = self.folder(trainer)
         model = str(getattr(pl_module.hparams, "base_model", ""))
-        for image, prompt, seed, index in zip(prediction["images"], prediction["prompt"], prediction["seed"],
-                                              prediction["prompt_index"]):
+        count = len(prediction["images"])
+        metadata = prediction.get("metadata") or [{}] * count
+        extras = prediction.get("extra_images") or {}  # e.g. {"boxes": [...]} → seed<N>.boxes.png
+        for k, (image, prompt, seed, index) in enumerate(zip(prediction["images"], prediction["prompt"],
+                                                             prediction["seed"], prediction["prompt_index"])):
             path = folder / SampleItem(prompt, index, seed).name
-            if not path.exists():
-                save_png(path, image, {"prompt": prompt, "seed": str(seed), "model": model})
+            if path.exists():
+                continue
+            for key, images in extras.items():
+                save_png(path.with_suffix(f".{key}.png"), images[k], {"prompt": prompt, "seed": str(seed)})
+            save_png(path, image, {"prompt": prompt, "seed": str(seed), "model": model, **metadata[k]})
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if not self.grids:

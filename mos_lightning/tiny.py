@@ -154,16 +154,32 @@ def save_tiny_clip(out_dir: str | Path, seed: int = 0, overwrite: bool = False) 
     return out_dir
 
 
+def save_tiny_adapter(out_dir: str | Path, seed: int = 0, overwrite: bool = False, in_channels: int = 3) -> Path:
+    """Save a tiny random diffusers ``T2IAdapter`` matching the tiny UNet (for regional-sampling demos/tests)."""
+    from diffusers import T2IAdapter
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file() and not overwrite:
+        return out_dir
+    torch.manual_seed(seed)
+    channels = [32, 32, 64, 64]  # the tiny UNet's block_out_channels
+    T2IAdapter(in_channels=in_channels, channels=channels, num_res_blocks=1, downscale_factor=8).save_pretrained(out_dir)
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the tiny random SD-1.x-shaped demo/test model.")
     parser.add_argument("out_dir", help="folder to write the diffusers model into")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--overwrite", action="store_true", help="rewrite an existing model")
     parser.add_argument("--clip", help="also write a tiny random CLIP model (for the metrics) into this folder")
+    parser.add_argument("--adapter", help="also write a tiny random T2I-Adapter (for regional sampling) into this folder")
     args = parser.parse_args(argv)
     print(save_tiny_model(args.out_dir, args.seed, args.overwrite))
     if args.clip:
         print(save_tiny_clip(args.clip, args.seed, args.overwrite))
+    if args.adapter:
+        print(save_tiny_adapter(args.adapter, args.seed, args.overwrite))
 
 
 if __name__ == "__main__":

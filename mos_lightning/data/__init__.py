@@ -3,6 +3,7 @@ from .datamodule import ConceptDataModule
 from .evaluation import EvalConceptSpec, EvalDataModule, EvalItem
 from .fusion import FusionDataModule
 from .prompts import PromptDataModule, SampleItem, read_prompts, sample_items
+from .scenes import Scene, SceneDataModule, read_scenes
 
 __all__ = [
     "ConceptDataModule",
@@ -14,7 +15,10 @@ __all__ = [
     "FusionDataModule",
     "PromptDataModule",
     "SampleItem",
+    "Scene",
+    "SceneDataModule",
     "read_concept_list",
     "read_prompts",
+    "read_scenes",
     "sample_items",
 ]

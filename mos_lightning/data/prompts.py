@@ -81,7 +81,36 @@ def collate_items(rows: list[dict]) -> dict[str, list]:
     return {key: [row[key] for row in rows] for key in rows[0]}
 
 
-class PromptDataModule(pl.LightningDataModule):
+class ImageItemsDataModule(pl.LightningDataModule):
+    """Base of the ``predict`` data modules: named image items, existing images skipped, DDP-sharded."""
+
+    output_dir: Path
+    skip_existing: bool
+    batch_size: int
+    num_workers: int = 0
+
+    @property
+    def all_items(self) -> list[SampleItem]:
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        items = self.all_items
+        if self.skip_existing:
+            items = [item for item in items if not (self.output_dir / item.name).is_file()]
+            done = len(self.all_items) - len(items)
+            if done:
+                rank_zero_info(f"{done} of {len(self.all_items)} images already exist in {self.output_dir}; "
+                               f"{len(items)} to make")
+        self.items = items
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(
+            SampleItems(self.items), batch_size=self.batch_size, shuffle=False,
+            num_workers=self.num_workers, collate_fn=collate_items,
+        )
+
+
+class PromptDataModule(ImageItemsDataModule):
     """Prompts × seeds for ``mos-lightning predict``; DDP shards the items across processes.
 
     Each image's seed is its own (``seed + k`` for sample k of every prompt), so an image depends only
@@ -138,19 +167,3 @@ class PromptDataModule(pl.LightningDataModule):
     @property
     def all_items(self) -> list[SampleItem]:
         return sample_items(self.prompts, self.seeds)
-
-    def setup(self, stage: str) -> None:
-        items = self.all_items
-        if self.skip_existing:
-            items = [item for item in items if not (self.output_dir / item.name).is_file()]
-            done = len(self.all_items) - len(items)
-            if done:
-                rank_zero_info(f"{done} of {len(self.all_items)} images already exist in {self.output_dir}; "
-                               f"{len(items)} to make")
-        self.items = items
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(
-            SampleItems(self.items), batch_size=self.batch_size, shuffle=False,
-            num_workers=self.num_workers, collate_fn=collate_items,
-        )

@@ -1,0 +1,180 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from diffusers import DPMSolverMultistepScheduler, T2IAdapter
+from diffusers.models.attention_processor import Attention
+from PIL import Image
+
+from mos_lightning.cli import build_cli
+from mos_lightning.edlora_file import save_edlora
+from mos_lightning.pipelines import EDLoRAPipeline
+from mos_lightning.pipelines.regional import AdapterCondition, RegionalPipeline, draw_regions
+from mos_lightning.regional import Region, RegionalCrossAttnProcessor, RegionLayout, feature_mask, feature_sizes
+
+from mos_lightning.tiny import save_tiny_adapter
+
+from conftest import REPO
+from helpers import random_edlora
+
+LAYERS, T, C = 2, 5, 8
+
+
+def attention_output(attn, hidden, contexts, boxes, layer=1):
+    """One regional cross-attention call; ``contexts`` = [global, region…], each [1, LAYERS*T, C]."""
+    layout = RegionLayout(boxes, 64, 64)  # latent 8×8 → 64 positions
+    processor = RegionalCrossAttnProcessor(layer, LAYERS, layout)
+    return processor(attn, hidden, torch.cat(contexts, dim=1))
+
+
+def test_regional_attention_mixes_by_box_at_the_level_of_one_call():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, cross_attention_dim=C, heads=2, dim_head=8)
+    hidden = torch.randn(1, 64, 16)
+    glob, a, b, other = (torch.randn(1, LAYERS * T, C) for _ in range(4))
+    box_a, box_b = (0.0, 0.0, 1.0, 0.5), (0.25, 0.25, 0.75, 0.75)
+    out = attention_output(attn, hidden, [glob, a, b], [box_a, box_b])[0]
+    plain = {name: attention_output(attn, hidden, [ctx], [])[0] for name, ctx in (("g", glob), ("a", a), ("b", b))}
+    in_a, in_b = feature_mask(box_a, 8, 8).flatten(), feature_mask(box_b, 8, 8).flatten()
+    outside, only_a, both = ~(in_a | in_b), in_a & ~in_b, in_a & in_b
+    assert outside.any() and only_a.any() and both.any()
+    torch.testing.assert_close(out[outside], plain["g"][outside])
+    torch.testing.assert_close(out[only_a], plain["a"][only_a])
+    torch.testing.assert_close(out[both], (plain["a"][both] + plain["b"][both]) / 2)
+    # outside every box nothing depends on the region prompts; inside it does
+    changed = attention_output(attn, hidden, [glob, other, b], [box_a, box_b])[0]
+    torch.testing.assert_close(changed[outside], out[outside])
+    assert not torch.allclose(changed[only_a], out[only_a])
+    # layer l reads copy l: a context differing only in layer 0 leaves layer 1 unchanged
+    a0 = a.clone()
+    a0[:, :T] += 1
+    torch.testing.assert_close(attention_output(attn, hidden, [glob, a0, b], [box_a, box_b])[0], out)
+
+
+@pytest.mark.parametrize("height,width", [(64, 64), (512, 512), (72, 40), (520, 776)])
+def test_boxes_cover_themselves_at_every_feature_resolution(height, width):
+    g = torch.Generator().manual_seed(height + width)
+    for _ in range(20):
+        top, bottom = sorted(torch.rand(2, generator=g).tolist())
+        left, right = sorted(torch.rand(2, generator=g).tolist())
+        for h, w in feature_sizes(math.ceil(height / 8), math.ceil(width / 8), levels=3):
+            mask = feature_mask((top, left, bottom, right), h, w)
+            # cell (i, j) belongs to the mask exactly when it overlaps the box
+            rows = [(i / h < bottom) and ((i + 1) / h > top) for i in range(h)]
+            cols = [(j / w < right) and ((j + 1) / w > left) for j in range(w)]
+            expected = torch.tensor(rows)[:, None] & torch.tensor(cols)[None]
+            assert mask.any() and torch.equal(mask, expected), (h, w, top, left, bottom, right)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    p = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True)
+    p.scheduler = DPMSolverMultistepScheduler.from_config(p.scheduler.config)
+    p.set_progress_bar_config(disable=True)
+    p.load_edlora(random_edlora(tiny_model_dir, "cat", lora_std=0.1), scale=0.0)
+    p.load_edlora(random_edlora(tiny_model_dir, "dog", seed=1, lora_std=0.1), scale=0.0)
+    return p
+
+
+def test_one_full_region_with_the_context_prompt_equals_plain_sampling(pipe):
+    prompt = "a <cat> on a table"
+    plain = pipe(prompt, num_inference_steps=4, height=64, width=64, output_type="np",
+                 generator=torch.Generator().manual_seed(3)).images[0]
+    regional = RegionalPipeline(pipe)(prompt, [Region(prompt, (0, 0, 1, 1))], num_inference_steps=4, height=64,
+                                      width=64, generator=torch.Generator().manual_seed(3))
+    plain = (plain * 255).round().astype(np.uint8)
+    assert np.abs(regional.astype(int) - plain).max() <= 1
+    two = RegionalPipeline(pipe)("a <cat> and a <dog>", [Region("a <cat>", (0, 0, 64, 32)),
+                                                        Region("a <dog>", (0, 32, 64, 64), negative_prompt="")],
+                                 num_inference_steps=4, height=64, width=64, generator=torch.Generator().manual_seed(3))
+    assert two.shape == (64, 64, 3) and not np.array_equal(two, regional)
+    assert draw_regions(two, [Region("a <cat>", (0, 0, 64, 32))]).shape == (64, 64, 3)
+
+
+def test_adapter_weight_zero_is_no_adapter_and_two_adapters_work(pipe):
+    channels = list(pipe.unet.config.block_out_channels)
+    torch.manual_seed(0)
+    pose = T2IAdapter(in_channels=3, channels=channels, num_res_blocks=1, downscale_factor=8)
+    sketch = T2IAdapter(in_channels=1, channels=channels, num_res_blocks=1, downscale_factor=8)
+    condition = Image.fromarray((np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8))
+    regional = RegionalPipeline(pipe)
+    regions = [Region("a <cat>", (0.1, 0.1, 0.9, 0.5))]
+
+    def run(conditions):
+        return regional("a <cat> in a garden", regions, num_inference_steps=3, height=64, width=64,
+                        generator=torch.Generator().manual_seed(0), conditions=conditions)
+
+    none = run([])
+    assert np.array_equal(run([AdapterCondition(pose, condition, 0.0)]), none)
+    posed = run([AdapterCondition(pose, condition, 1.0)])
+    assert not np.array_equal(posed, none)
+    both = run([AdapterCondition(pose, condition, 1.0), AdapterCondition(sketch, condition, 0.8)])
+    assert not np.array_equal(both, posed)
+    with pytest.raises(ValueError, match="multiples of 64"):
+        regional("x", regions, height=96, width=64, conditions=[AdapterCondition(pose, condition)])
+
+
+def scene_args(model_dir, files, scene_file, out, adapter):
+    return ["predict", "--config", str(REPO / "configs/demo/regional.yaml"),
+            "--model.init_args.base_model", str(model_dir),
+            "--model.init_args.edloras", json.dumps([str(f) for f in files]),
+            "--model.init_args.adapters", json.dumps({"sketch": str(adapter)}),
+            "--model.init_args.num_inference_steps", "3",
+            "--data.init_args.scene_file", str(scene_file), "--data.init_args.output_dir", str(out),
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+
+
+@pytest.fixture(scope="module")
+def regional_inputs(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("regional")
+    files = [save_edlora(root / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
+             for i, n in enumerate(("redball", "bluecube"))]
+    return files, save_tiny_adapter(root / "adapter")
+
+
+def test_regional_predict_writes_images_and_box_debug_images(tiny_model_dir, regional_inputs, tmp_path):
+    files, adapter = regional_inputs
+    scene_file = tmp_path / "scenes.yaml"
+    text = (REPO / "configs/demo/scenes.yaml").read_text().replace(
+        "../../demo/concepts", str(REPO / "demo/concepts"))
+    scene_file.write_text(text)
+    build_cli(scene_args(tiny_model_dir, files, scene_file, tmp_path / "out", adapter))
+    made = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("seed*.png"))
+    assert made == ["0000-ball-and-box/seed000001.boxes.png", "0000-ball-and-box/seed000001.png",
+                    "0000-ball-and-box/seed000002.boxes.png", "0000-ball-and-box/seed000002.png",
+                    "0001-ball-following-a-sketch/seed000001.boxes.png", "0001-ball-following-a-sketch/seed000001.png"]
+    png = Image.open(tmp_path / "out" / "0000-ball-and-box" / "seed000001.png")
+    assert png.text["context_prompt"] == "a ball and a box on a wooden table" and "<bluecube>" in png.text["regions"]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"box": [0.5, 0.0, 1.2, 0.5]}, "scene 0 .'ball-and-box'., region 0: box .* mixes fractions"),
+    ({"box": [0.5, 0.6, 0.9, 0.5]}, "region 0: box .* is empty"),
+    ({"box": [16, 32, 80, 64]}, "region 0: box .* outside the 64x64 image"),
+    ({"prompt": " "}, "region 0: empty prompt"),
+    ({"prompt": "a <greencone>"}, r"region 0: \['<greencone>'\] are not concepts"),
+])
+def test_invalid_scenes_fail_before_the_model_loads(tiny_model_dir, regional_inputs, tmp_path, change, message):
+    files, adapter = regional_inputs
+    scene = {"name": "ball-and-box", "prompt": "a ball", "regions": [{"prompt": "a <redball>", "box": [0, 0, 1, 0.5]}]}
+    scene["regions"][0].update(change)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"scenes": [scene]}))
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        build_cli(scene_args(tiny_model_dir, files, tmp_path / "s.yaml", tmp_path / "out", adapter))
+    assert not list((tmp_path / "out").rglob("seed*.png")) if (tmp_path / "out").exists() else True
+
+
+def test_unknown_adapter_and_missing_condition_image_are_named(tiny_model_dir, regional_inputs, tmp_path):
+    files, adapter = regional_inputs
+    scene = {"name": "s", "prompt": "a ball", "conditions": [{"adapter": "pose", "image": "missing.png"}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"scenes": [scene]}))
+    with pytest.raises(FileNotFoundError, match="condition 0: image .*missing.png does not exist"):
+        build_cli(scene_args(tiny_model_dir, files, tmp_path / "s.yaml", tmp_path / "out", adapter))
+    Image.new("RGB", (8, 8)).save(tmp_path / "c.png")
+    scene["conditions"][0]["image"] = "c.png"
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"scenes": [scene]}))
+    with pytest.raises(ValueError, match="adapter 'pose' is not configured"):
+        build_cli(scene_args(tiny_model_dir, files, tmp_path / "s.yaml", tmp_path / "out", adapter))
