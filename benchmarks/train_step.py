@@ -96,7 +96,7 @@ def time_steps(step, steps: int, warmup: int, device: str) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet):
+def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False):
     """The baseline: one text-encoder pass per prompt, diffusers' own processors, peft LoRA rank 4."""
     base = build_components(size, device)
     add_lora(base.unet, UNET_TARGETS, 4, 1.0)
@@ -106,6 +106,8 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
     cast_frozen((base.unet, base.text_encoder, base.vae), dtype)
     if channels_last:
         base.unet.to(memory_format=torch.channels_last)
+    if checkpointing:
+        base.unet.enable_gradient_checkpointing()
     unet = torch.compile(base.unet) if compile_unet else base.unet
     params = [p for m in (base.unet, base.text_encoder) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=device.startswith("cuda"))
@@ -132,9 +134,10 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
     return step, base
 
 
-def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet):
+def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False):
     frozen = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
-    task = RandomBaseEDLoRA(size, device, base_model="random", initializers=("<rand-0.013>", "man"), frozen_dtype=frozen)
+    task = RandomBaseEDLoRA(size, device, base_model="random", initializers=("<rand-0.013>", "man"), frozen_dtype=frozen,
+                            gradient_checkpointing=checkpointing)
     task.configure_model()
     task.to(device)
     if channels_last:
@@ -161,7 +164,8 @@ def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
         torch.cuda.reset_peak_memory_stats()
     build = edlora_step_fn if kind == "edlora" else plain_lora_step_fn
     t0 = time.perf_counter()
-    step, holder = build(args.size, device, batch_size, args.resolution, dtype, args.channels_last, compile_unet)
+    step, holder = build(args.size, device, batch_size, args.resolution, dtype, args.channels_last, compile_unet,
+                         args.gradient_checkpointing)
     first = time.perf_counter()
     step()  # first step: includes compilation when compiling
     sync(device)
@@ -171,6 +175,7 @@ def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
     del holder, step
     result = {
         "kind": kind, "batch": batch_size, "dtype": str(dtype).split(".")[-1], "compile": compile_unet,
+        "gradient_checkpointing": args.gradient_checkpointing,
         "s_per_step": seconds, "steps_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
         "peak_gib": peak, "build_s": first - t0, "first_step_s": warm,
         "min_for_1000_steps": 1000 * seconds / 60,
@@ -196,6 +201,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (memory for time)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd UNets (largest batch)")
     parser.add_argument("--json", default=None, help="write all results here")
     args = parser.parse_args()

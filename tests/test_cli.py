@@ -9,7 +9,7 @@ from mos_lightning.edlora_file import load_edlora
 
 from conftest import DEMO_CONCEPTS, REPO
 
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "concepts")
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name not in ("concepts", "scenes"))
 OVERLAYS = sorted((REPO / "configs" / "demo" / "concepts").glob("*.yaml"))
 
 

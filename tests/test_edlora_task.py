@@ -164,3 +164,24 @@ def test_half_precision_frozen_weights_keep_trainable_state_in_fp32(tiny_model_d
         loss = task.compute_loss(_fixed_batch(concept_dir))[0]
     loss.backward()
     assert torch.isfinite(loss) and task.concept_tokens.weight.grad.abs().sum() > 0
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir, concept_dir, tmp_path):
+    batch = _fixed_batch(concept_dir)
+    results = []
+    for checkpointing in (False, True):
+        task = make_task(tiny_model_dir, tmp_path, gradient_checkpointing=checkpointing)
+        task.configure_model()
+        torch.manual_seed(0)
+        loss = task.compute_loss(batch)[0]
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in task.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads, task.unet.is_gradient_checkpointing and task.text_encoder.training))
+    (loss_a, grads_a, on_a), (loss_b, grads_b, on_b) = results
+    assert not on_a and on_b
+    torch.testing.assert_close(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="gradient_checkpointing cannot be combined"):
+        make_task(tiny_model_dir, tmp_path, gradient_checkpointing=True, attn_reg_weight=0.01)

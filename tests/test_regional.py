@@ -138,8 +138,8 @@ def regional_inputs(tiny_model_dir, tmp_path_factory):
 def test_regional_predict_writes_images_and_box_debug_images(tiny_model_dir, regional_inputs, tmp_path):
     files, adapter = regional_inputs
     scene_file = tmp_path / "scenes.yaml"
-    text = (REPO / "configs/demo/scenes.yaml").read_text().replace(
-        "../../demo/concepts", str(REPO / "demo/concepts"))
+    text = (REPO / "configs/demo/scenes/demo.yaml").read_text().replace(
+        "../../../demo/concepts", str(REPO / "demo/concepts"))
     scene_file.write_text(text)
     build_cli(scene_args(tiny_model_dir, files, scene_file, tmp_path / "out", adapter))
     made = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("seed*.png"))

@@ -50,6 +50,9 @@ class EDLoRATask(pl.LightningModule):
         max_embedding_norm: float | None = 0.55,
         init_seed: int = 0,
         frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        gradient_checkpointing: bool = False,
+        compile_unet: bool = False,
+        channels_last: bool = False,
         output_dir: str = "outputs/edlora",
         export_every_n_steps: int = 0,
         fusion_stats: bool = False,
@@ -79,6 +82,11 @@ class EDLoRATask(pl.LightningModule):
             init_seed: Seed of the random token initialisation.
             frozen_dtype: Storage dtype of the frozen base weights (``bfloat16`` halves memory on GPUs; use it
                 with ``trainer.precision: bf16-mixed``). Trainable tensors and optimizer state stay float32.
+            gradient_checkpointing: Recompute UNet and text-encoder activations in the backward pass: less memory
+                for small GPUs, about 30 % more time per step. Not with ``attn_reg_weight`` > 0.
+            compile_unet: ``torch.compile`` the UNet (in place): faster steps on GPUs after a one-time compile of a few
+                minutes (inductor caches it on disk for later runs); pays off for long runs only.
+            channels_last: Store the UNet's convolution weights channels-last (often faster on GPUs with bf16/fp16).
             output_dir: Where ``edlora.safetensors`` is written.
             export_every_n_steps: Also write ``edlora-step<N>.safetensors`` every N optimizer steps (0 disables).
             fusion_stats: After tuning, also write ``edlora.fusion-stats.safetensors`` (the concept's fusion
@@ -92,6 +100,9 @@ class EDLoRATask(pl.LightningModule):
             raise ValueError("placeholder must be a non-empty string such as '<TOK>'")
         if lora_rank < 0:
             raise ValueError("lora_rank must be >= 0")
+        if gradient_checkpointing and attn_reg_weight > 0:
+            raise ValueError("gradient_checkpointing cannot be combined with attn_reg_weight > 0: the recomputed "
+                             "forward would not record the attention maps again; turn one of them off")
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints hold only the trainable state (see on_save_checkpoint)
         self.recorder = AttentionRecorder()
@@ -135,6 +146,14 @@ class EDLoRATask(pl.LightningModule):
             add_lora(self.unet, UNET_TARGETS, h.lora_rank, h.lora_alpha)
             add_lora(self.text_encoder, TEXT_ENCODER_TARGETS, h.lora_rank, h.lora_alpha)
         cast_frozen((self.unet, self.text_encoder, self.vae), getattr(torch, h.frozen_dtype))
+        if h.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            self.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.text_encoder.train()  # transformers checkpoints only in train mode (CLIP's dropout rates are 0)
+        if h.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        if h.compile_unet:
+            self.unet.compile()  # in place: module names and checkpoints keys stay the same
 
     def setup(self, stage: str) -> None:
         needs_masks = self.hparams.mask_loss or self.hparams.attn_reg_weight > 0
