@@ -171,8 +171,9 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir
     results = []
     for checkpointing in (False, True):
         task = make_task(tiny_model_dir, tmp_path, gradient_checkpointing=checkpointing)
+        torch.manual_seed(0)  # peft draws the LoRA A initialisation from the global RNG
         task.configure_model()
-        torch.manual_seed(0)
+        torch.manual_seed(1)
         loss = task.compute_loss(batch)[0]
         loss.backward()
         grads = {n: p.grad.clone() for n, p in task.named_parameters() if p.requires_grad}
