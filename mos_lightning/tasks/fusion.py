@@ -214,6 +214,7 @@ class FusionTask(pl.LightningModule):
         if self.trainer.is_global_zero:
             self.write_outputs()
         self.trainer.strategy.barrier("fusion-written")
+        self.trainer.should_stop = True  # one pass over the concepts, whatever trainer.max_epochs says
 
     # ------------------------------------------------------------- output
     def build_report(self, layers: dict, fidelity: dict, timing: dict) -> dict:
