@@ -29,6 +29,7 @@ from mos_lightning.tokens import tokenize
 UNET_FWD_TFLOP_512 = 0.80
 BACKWARD_FACTOR = 1.15
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+CACHE_LATENTS = False  # set from --cache-latents
 
 
 def build_components(size: str, device: str) -> BaseModel:
@@ -137,7 +138,7 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
 def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False):
     frozen = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
     task = RandomBaseEDLoRA(size, device, base_model="random", initializers=("<rand-0.013>", "man"), frozen_dtype=frozen,
-                            gradient_checkpointing=checkpointing)
+                            gradient_checkpointing=checkpointing, cache_latents=CACHE_LATENTS)
     task.configure_model()
     task.to(device)
     if channels_last:
@@ -146,6 +147,7 @@ def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, c
         task.unet = torch.compile(task.unet)
     opt = torch.optim.AdamW(task.trainable_groups(), weight_decay=0.01, fused=device.startswith("cuda"))
     batch = make_batch(batch_size, resolution, device)
+    batch["view"] = [f"{i}:0" for i in range(batch_size)]  # cacheable views (used with --cache-latents)
 
     def step():
         with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
@@ -202,9 +204,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (memory for time)")
+    parser.add_argument("--cache-latents", action="store_true", help="ED-LoRA step reuses cached VAE posteriors")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd UNets (largest batch)")
     parser.add_argument("--json", default=None, help="write all results here")
     args = parser.parse_args()
+    global CACHE_LATENTS
+    CACHE_LATENTS = args.cache_latents
     args.resolution = args.resolution or (512 if args.size == "sd15" else 64)
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
     results = []

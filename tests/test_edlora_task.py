@@ -186,3 +186,30 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="gradient_checkpointing cannot be combined"):
         make_task(tiny_model_dir, tmp_path, gradient_checkpointing=True, attn_reg_weight=0.01)
+
+
+def test_cached_latents_give_the_same_losses_with_fewer_vae_encodes(tiny_model_dir, concept_dir, tmp_path):
+    dm = make_data(concept_dir, batch_size=3, crop_prob=0.0, flip_prob=0.5)
+    dm.setup("fit")
+    batches = []
+    for epoch in range(3):
+        torch.manual_seed(epoch)
+        batches += list(torch.utils.data.DataLoader(dm.dataset, batch_size=3, shuffle=True))
+    assert all(v for b in batches for v in b["view"])
+    runs = []
+    for cache in (False, True):
+        task = make_task(tiny_model_dir, tmp_path, cache_latents=cache)
+        torch.manual_seed(0)  # the LoRA initialisation
+        task.configure_model()
+        calls = []
+        task.vae.encoder.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+        losses = []
+        for step, batch in enumerate(batches):
+            torch.manual_seed(100 + step)
+            with torch.no_grad():
+                losses.append(task.compute_loss(batch)[0])
+        runs.append((torch.stack(losses), sum(calls), len(task.latent_cache)))
+    (plain, plain_encoded, _), (cached, cached_encoded, views) = runs
+    torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-6)
+    assert plain_encoded == sum(len(b["view"]) for b in batches)
+    assert cached_encoded == views < plain_encoded  # each view encoded once

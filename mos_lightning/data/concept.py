@@ -123,7 +123,9 @@ def read_concept_list(path: str | Path) -> list[ConceptSource]:
 
 class ConceptDataset(Dataset):
     """Augmented concept samples: ``pixel_values`` [3,S,S] in [-1,1], ``caption`` (with the placeholder),
-    ``mask`` (foreground × valid, latent resolution), ``valid_mask`` (latent resolution), ``has_mask``."""
+    ``mask`` (foreground × valid, latent resolution), ``valid_mask`` (latent resolution), ``has_mask``,
+    ``view``: ``"<index>:<flipped>"`` when the pixels are a deterministic function of it (letterboxed, not
+    randomly cropped) so their VAE latents may be cached, else ``""``."""
 
     def __init__(
         self,
@@ -171,8 +173,10 @@ class ConceptDataset(Dataset):
         item = self.items[index]
         image = _open_image(item.image, "RGB")
         mask = _open_image(item.mask, "L") if item.mask else Image.new("L", image.size, 255)
-        image, mask, valid = resize_crop_letterbox(image, mask, self.resolution, self.crop_prob, self.rng)
-        if self.rng.random() < self.flip_prob:
+        image, mask, valid, cropped = resize_crop_letterbox(image, mask, self.resolution, self.crop_prob, self.rng,
+                                                            report_crop=True)
+        flipped = self.rng.random() < self.flip_prob
+        if flipped:
             image, mask, valid = (x.transpose(Image.FLIP_LEFT_RIGHT) for x in (image, mask, valid))
         valid_mask = mask_to_tensor(valid, self.mask_downsample)
         return {
@@ -181,4 +185,5 @@ class ConceptDataset(Dataset):
             "mask": mask_to_tensor(mask, self.mask_downsample) * valid_mask,
             "valid_mask": valid_mask,
             "has_mask": torch.tensor(item.mask is not None),
+            "view": "" if cropped else f"{index}:{int(flipped)}",
         }

@@ -26,8 +26,10 @@ def resize_crop_letterbox(
     size: int,
     crop_prob: float,
     rng: random.Random,
-) -> tuple[Image.Image, Image.Image, Image.Image]:
-    """Return (image, mask, valid) as ``size``×``size`` images; ``valid`` is 255 on real pixels."""
+    report_crop: bool = False,
+):
+    """Return (image, mask, valid) as ``size``×``size`` images; ``valid`` is 255 on real pixels.
+    With ``report_crop`` a fourth value says whether a random crop was taken (else the result is deterministic)."""
     w, h = image.size
     if rng.random() < crop_prob:
         scale = size / min(w, h)
@@ -35,7 +37,8 @@ def resize_crop_letterbox(
         w, h = image.size
         left, top = rng.randint(0, w - size), rng.randint(0, h - size)
         box = (left, top, left + size, top + size)
-        return image.crop(box), mask.crop(box), Image.new("L", (size, size), 255)
+        out = image.crop(box), mask.crop(box), Image.new("L", (size, size), 255)
+        return (*out, True) if report_crop else out
     scale = size / max(w, h)
     image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
     w, h = image.size
@@ -44,7 +47,7 @@ def resize_crop_letterbox(
     canvas.paste(image, offset)
     mask_canvas.paste(mask, offset)
     valid.paste(Image.new("L", (w, h), 255), offset)
-    return canvas, mask_canvas, valid
+    return (canvas, mask_canvas, valid, False) if report_crop else (canvas, mask_canvas, valid)
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:

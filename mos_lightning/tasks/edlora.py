@@ -53,6 +53,7 @@ class EDLoRATask(pl.LightningModule):
         gradient_checkpointing: bool = False,
         compile_unet: bool = False,
         channels_last: bool = False,
+        cache_latents: bool = False,
         output_dir: str = "outputs/edlora",
         export_every_n_steps: int = 0,
         fusion_stats: bool = False,
@@ -87,6 +88,10 @@ class EDLoRATask(pl.LightningModule):
             compile_unet: ``torch.compile`` the UNet (in place): faster steps on GPUs after a one-time compile of a few
                 minutes (inductor caches it on disk for later runs); pays off for long runs only.
             channels_last: Store the UNet's convolution weights channels-last (often faster on GPUs with bf16/fp16).
+            cache_latents: Keep the VAE posterior (mean, std) of every deterministic view (image × flip, when it was
+                letterboxed rather than randomly cropped) and sample from it instead of encoding again: saves a
+                VAE encode (≈ a UNet forward at 512²) per such sample, same results. Use ``crop_prob: 0`` to make
+                every view cacheable.
             output_dir: Where ``edlora.safetensors`` is written.
             export_every_n_steps: Also write ``edlora-step<N>.safetensors`` every N optimizer steps (0 disables).
             fusion_stats: After tuning, also write ``edlora.fusion-stats.safetensors`` (the concept's fusion
@@ -104,6 +109,7 @@ class EDLoRATask(pl.LightningModule):
             raise ValueError("gradient_checkpointing cannot be combined with attn_reg_weight > 0: the recomputed "
                              "forward would not record the attention maps again; turn one of them off")
         self.save_hyperparameters()
+        self.latent_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # view → (mean, std)
         self.strict_loading = False  # checkpoints hold only the trainable state (see on_save_checkpoint)
         self.recorder = AttentionRecorder()
 
@@ -192,9 +198,9 @@ class EDLoRATask(pl.LightningModule):
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of one batch and its parts (for logging); no logging, no host syncs."""
         h = self.hparams
-        pixels = batch["pixel_values"]
         with torch.no_grad():
-            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+            mean, std = self.posterior(batch)
+            latents = mean + std * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)  # = latent_dist.sample()
             latents = latents * self.vae.config.scaling_factor
         noise = torch.randn_like(latents)
         if h.noise_offset:
@@ -222,6 +228,22 @@ class EDLoRATask(pl.LightningModule):
             parts["attn_reg"] = reg.detach()
             loss = loss + h.attn_reg_weight * reg
         return loss, parts
+
+    def posterior(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAE posterior mean and std of the batch's pixels, from the latent cache where allowed."""
+        pixels = batch["pixel_values"]
+        views = batch.get("view") if self.hparams.cache_latents else None
+        if not views:
+            dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+            # contiguous: the posterior's mean/std are strided views, and randn_like follows strides
+            return dist.mean.contiguous(), dist.std.contiguous()
+        todo = [i for i, v in enumerate(views) if not v or v not in self.latent_cache]
+        if todo:
+            dist = self.vae.encode(pixels[todo].to(self.vae.dtype)).latent_dist
+            fresh = {i: (dist.mean[k], dist.std[k]) for k, i in enumerate(todo)}
+            self.latent_cache.update({views[i]: fresh[i] for i in todo if views[i]})
+        pairs = [fresh[i] if i in todo else self.latent_cache[v] for i, v in enumerate(views)]
+        return torch.stack([m for m, _ in pairs]), torch.stack([s for _, s in pairs])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, parts = self.compute_loss(batch)
