@@ -29,7 +29,6 @@ from mos_lightning.tokens import tokenize
 UNET_FWD_TFLOP_512 = 0.80
 BACKWARD_FACTOR = 1.15
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-CACHE_LATENTS = False  # set from --cache-latents
 
 
 def build_components(size: str, device: str) -> BaseModel:
@@ -97,7 +96,8 @@ def time_steps(step, steps: int, warmup: int, device: str) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False):
+def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False,
+                       cache_latents=False):
     """The baseline: one text-encoder pass per prompt, diffusers' own processors, peft LoRA rank 4."""
     base = build_components(size, device)
     add_lora(base.unet, UNET_TARGETS, 4, 1.0)
@@ -135,10 +135,11 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
     return step, base
 
 
-def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False):
+def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False,
+                   cache_latents=False):
     frozen = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
     task = RandomBaseEDLoRA(size, device, base_model="random", initializers=("<rand-0.013>", "man"), frozen_dtype=frozen,
-                            gradient_checkpointing=checkpointing, cache_latents=CACHE_LATENTS)
+                            gradient_checkpointing=checkpointing, cache_latents=cache_latents)
     task.configure_model()
     task.to(device)
     if channels_last:
@@ -167,7 +168,7 @@ def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
     build = edlora_step_fn if kind == "edlora" else plain_lora_step_fn
     t0 = time.perf_counter()
     step, holder = build(args.size, device, batch_size, args.resolution, dtype, args.channels_last, compile_unet,
-                         args.gradient_checkpointing)
+                         args.gradient_checkpointing, args.cache_latents)
     first = time.perf_counter()
     step()  # first step: includes compilation when compiling
     sync(device)
@@ -177,7 +178,7 @@ def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
     del holder, step
     result = {
         "kind": kind, "batch": batch_size, "dtype": str(dtype).split(".")[-1], "compile": compile_unet,
-        "gradient_checkpointing": args.gradient_checkpointing,
+        "gradient_checkpointing": args.gradient_checkpointing, "cache_latents": args.cache_latents,
         "s_per_step": seconds, "steps_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
         "peak_gib": peak, "build_s": first - t0, "first_step_s": warm,
         "min_for_1000_steps": 1000 * seconds / 60,
@@ -208,8 +209,6 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd UNets (largest batch)")
     parser.add_argument("--json", default=None, help="write all results here")
     args = parser.parse_args()
-    global CACHE_LATENTS
-    CACHE_LATENTS = args.cache_latents
     args.resolution = args.resolution or (512 if args.size == "sd15" else 64)
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
     results = []
