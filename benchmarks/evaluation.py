@@ -11,12 +11,11 @@ Random weights: SD 1.5-sized components and a CLIP of ViT-B/32's shape (the shap
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
-from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from mos_lightning.metrics import TEXT_PREFIX, image_alignment_scores, text_alignment_scores
@@ -24,6 +23,7 @@ from mos_lightning.pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline
 from mos_lightning.tiny import build_clip_tokenizer
 from sampling import random_concept  # benchmarks/ is on sys.path when this script runs
 from train_step import build_components
+from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 
 
 def build_clip(size: str, device: str, dtype: torch.dtype):
@@ -70,13 +70,8 @@ def main() -> None:
     resolution = 512 if args.size == "sd15" else 64
 
     base = build_components(args.size, args.device)
-    parts = dict(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
-                 scheduler=DPMSolverMultistepScheduler.from_config(base.scheduler_config), safety_checker=None,
-                 feature_extractor=None, requires_safety_checker=False)
-    plain = StableDiffusionPipeline(**parts).to(args.device, dtype)
-    ours = EDLoRAPipeline(**parts).to(args.device, dtype)
-    for pipe in (plain, ours):
-        pipe.set_progress_bar_config(disable=True)
+    plain = pipeline(StableDiffusionPipeline, base, args.device, dtype)
+    ours = pipeline(EDLoRAPipeline, base, args.device, dtype)
     plain.unet.set_attn_processor(AttnProcessor2_0())
     clip, processor = build_clip(args.size, args.device, dtype)
     references = torch.randn(10, clip.config.projection_dim, device=args.device)
@@ -111,10 +106,7 @@ def main() -> None:
         "steps": args.steps, "plain_sampling_images_per_s": plain_ips, "evaluation_images_per_s": eval_ips,
         "ratio": eval_ips / plain_ips, "minutes_per_1000_images": 1000 / eval_ips / 60,
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
+    report(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,9 @@ slower still.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
-from diffusers import DPMSolverMultistepScheduler
 from torch import nn
 
 from mos_lightning.attention import num_cross_attention_layers
@@ -31,6 +29,7 @@ from mos_lightning.fusion.concepts import FusionConcept
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS
 from mos_lightning.pipelines import EDLoRAPipeline
 from train_step import build_components  # benchmarks/ is on sys.path when this script runs
+from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 
 
 def lora_state(model: nn.Module, targets, rank: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -73,10 +72,7 @@ def main() -> None:
     dtype = torch.float16 if cuda else torch.float32
 
     base = build_components(args.size, args.device)
-    pipe = EDLoRAPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
-                          scheduler=DPMSolverMultistepScheduler.from_config(base.scheduler_config),
-                          safety_checker=None, feature_extractor=None, requires_safety_checker=False).to(args.device, dtype)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = pipeline(EDLoRAPipeline, base, args.device, dtype)
     concepts = random_concepts(base, args.concepts, num_cross_attention_layers(base.unet))
     settings = FusionSettings(num_inference_steps=args.steps, ridge=args.ridge, text_encoder_iterations=args.text_encoder_iterations,
                               unet_iterations=args.unet_iterations)
@@ -118,10 +114,7 @@ def main() -> None:
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "solve_speedup": (timing["lbfgs_total_s"] - shared) / max(timing["closed_form_total_s"] - shared, 1e-9),
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
+    report(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,16 @@ size, steps and CFG, in one process; the ratio of times is the figure (target â‰
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
-from diffusers import DPMSolverMultistepScheduler
 
 from mos_lightning.pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline
 from mos_lightning.pipelines.regional import RegionalPipeline
 from mos_lightning.regional import Region
 from sampling import random_concept  # benchmarks/ is on sys.path when this script runs
 from train_step import build_components
+from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 
 
 def main() -> None:
@@ -35,10 +34,7 @@ def main() -> None:
     side = 512 if args.size == "sd15" else 64
 
     base = build_components(args.size, args.device)
-    pipe = EDLoRAPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
-                          scheduler=DPMSolverMultistepScheduler.from_config(base.scheduler_config),
-                          safety_checker=None, feature_extractor=None, requires_safety_checker=False).to(args.device, dtype)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = pipeline(EDLoRAPipeline, base, args.device, dtype)
     pipe.load_edlora(random_concept(base), scale=0.7)
     regions = [Region("<concept>, standing", (0.0, 0.0, 1.0, 0.34)), Region("a dog", (0.3, 0.33, 1.0, 0.66)),
                Region("a chair", (0.2, 0.66, 1.0, 1.0))]
@@ -67,10 +63,7 @@ def main() -> None:
     summary = {"size": args.size, "device": torch.cuda.get_device_name() if cuda else "cpu", "steps": args.steps,
                "regions": len(regions), "plain_s_per_image": plain_s, "regional_s_per_image": regional_s,
                "ratio": regional_s / plain_s}
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
+    report(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,17 @@ The number to compare across machines is the ratio ours/plain of images per seco
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
-from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from mos_lightning.edlora_file import ConceptInfo, EDLoRA
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
 from mos_lightning.pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline
 from train_step import build_components  # benchmarks/ is on sys.path when this script runs
+from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 
 
 def random_concept(base) -> EDLoRA:
@@ -68,13 +68,8 @@ def main() -> None:
 
     base = build_components(args.size, args.device)
     concept = random_concept(base)
-    scheduler = DPMSolverMultistepScheduler.from_config(base.scheduler_config)
-    parts = dict(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
-                 scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    plain = StableDiffusionPipeline(**parts).to(args.device, dtype)
-    ours = EDLoRAPipeline(**parts).to(args.device, dtype)  # the same modules: only the pipeline differs
-    for pipe in (plain, ours):
-        pipe.set_progress_bar_config(disable=True)
+    plain = pipeline(StableDiffusionPipeline, base, args.device, dtype)
+    ours = pipeline(EDLoRAPipeline, base, args.device, dtype)  # the same modules: only the pipeline differs
     plain.unet.set_attn_processor(AttnProcessor2_0())  # diffusers' SDPA default; ours swaps cross-attn per call
     prompt = "a photo of a person on the beach, smiling"
     results = []
@@ -90,9 +85,7 @@ def main() -> None:
               f"ours {ours_ips:.2f} img/s, ratio {row['ratio']:.3f}")
     summary = {"size": args.size, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
                "dtype": str(dtype), "steps": args.steps, "resolution": args.resolution, "results": results}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
+    report(summary, args.json)
 
 
 if __name__ == "__main__":
