@@ -5,7 +5,8 @@ Stages, each layer solving ``W* = argmin_W Σ_i ||X_i W_iᵀ − X_i Wᵀ||²`` 
 1. all concepts' layer-wise tokens go into one tokenizer/embedding table;
 2. text-encoder LoRA layers: X_i = layer inputs while concept i's own text encoder encodes its prompts;
 3. UNet cross-attention ``to_k``/``to_v``: X_i = the *fused* text encoder's outputs for concept i's
-   prompts at the concept-token and end-token positions (or all positions up to the end token);
+   prompts at every position the UNet attends to, padding included (or, as the reference, only the
+   concept-token and end-token positions; or every position up to the end token);
 4. the other UNet LoRA layers ("spatial"): X_i = layer inputs while concept i's own model samples
    its spatial prompts (DPM-Solver, no CFG, every step).
 
@@ -43,7 +44,7 @@ class FusionSettings:
     """How statistics are gathered and layers solved (defaults: the paper's, with our exact solver)."""
 
     solver: Solver = "closed_form"
-    ridge: float = 1e-4
+    ridge: float = 1e-5
     text_encoder_iterations: int = 500
     unet_iterations: int = 50
     text_prompts: list[str] = field(default_factory=lambda: ["photo of a <TOK>", "<TOK>"])
@@ -53,7 +54,7 @@ class FusionSettings:
     scheduler: str = "dpm_solver"
     height: int | None = None
     width: int | None = None
-    kv_positions: Literal["concept", "all"] = "concept"
+    kv_positions: Literal["all", "prompt", "concept"] = "all"
     stats_dtype: torch.dtype = torch.float64
     placeholder: str = "<TOK>"
 
@@ -242,10 +243,12 @@ class Fuser:
 
     def kv_positions(self, ids: torch.Tensor, index: int) -> torch.Tensor:
         """``[P, T]`` mask of the positions whose text features feed the k/v statistics."""
+        if self.settings.kv_positions == "all":  # the UNet attends to padding too
+            return torch.ones_like(ids, dtype=torch.bool)
         eos = self.pipe.tokenizer.eos_token_id
         end = (ids == eos).int().argmax(1)  # first end token (padding repeats it)
         upto = torch.arange(ids.shape[1])[None] <= end[:, None]
-        if self.settings.kv_positions == "all":
+        if self.settings.kv_positions == "prompt":
             return upto
         token_ids = torch.tensor(self.pipe.tokenizer.convert_tokens_to_ids(self.concepts[index].tokens))
         concept = (ids[..., None] == token_ids).any(-1)

@@ -27,7 +27,7 @@ def objective(weight: torch.Tensor, w0: torch.Tensor, gram: torch.Tensor, cross:
     return _change_objective(weight.to(gram.dtype) - w0.to(gram.dtype), gram, cross, energy)
 
 
-def closed_form(w0: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
+def closed_form(w0: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor, ridge: float = 1e-5) -> torch.Tensor:
     """argmin_W f(W) + λ||W − W0||², i.e. ``W = W0 + Bᵀ (S + λI)^{-1}`` with λ = ``ridge`` · tr(S)/d_in.
 
     Directions the concepts' activations never visit (rank-deficient S) stay at W0, as with gradient
