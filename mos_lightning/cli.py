@@ -48,8 +48,21 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     )
 
 
+BENIGN_WARNINGS = (
+    r".*module\(s\) in eval mode.*",  # the frozen base is in eval mode on purpose
+    r".*configure_optimizers. returned .None.*",  # fusion and evaluation train nothing
+    r".*IterableDataset. has .__len__. defined.*",  # our sharded datasets use no workers
+    r".*isinstance\(treespec, LeafSpec\).*",  # Lightning internals vs newer torch
+    r".*`torch_dtype` is deprecated.*",  # diffusers 0.42 renamed it; older versions only know torch_dtype
+)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mos-lightning`` console script and ``python -m mos_lightning``."""
+    import warnings
+
+    for pattern in BENIGN_WARNINGS:  # keep the console for warnings that mean something
+        warnings.filterwarnings("ignore", message=pattern)
     build_cli(args)
 
 
