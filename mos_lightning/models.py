@@ -49,6 +49,12 @@ def resolve_source(base_model: str) -> tuple[str, bool]:
     return base_model, False
 
 
+def model_identity(base_model: str) -> str:
+    """A stable name for a model argument: the absolute path of a local folder, else the hub id."""
+    source, local = resolve_source(base_model)
+    return str(Path(source).resolve()) if local else source
+
+
 def load_base_model(base_model: str) -> BaseModel:
     """Load tokenizer, text encoder, UNet and VAE through ``from_pretrained`` (weights frozen, eval mode)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel

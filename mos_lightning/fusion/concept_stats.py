@@ -2,8 +2,8 @@
 beside its ED-LoRA (``<name>.fusion-stats.safetensors``), so the center node fuses without running
 that concept's model again. Adding a concept to a fusion then costs only its own statistics plus a re-solve.
 
-The file records everything the statistics depend on (:meth:`Fuser.statistics_key`); a file made with
-other settings, alphas or layers is ignored and the statistics are recorded afresh.
+The file records everything the statistics depend on (:meth:`Fuser.statistics_key`: base model and dtype,
+settings, alphas, tokens, layers); a file made otherwise is ignored and the statistics are recorded afresh.
 
     python -m mos_lightning.fusion.concept_stats --base-model outputs/demo/tiny-sd \\
         outputs/demo/edlora/redball/edlora.safetensors
@@ -88,7 +88,7 @@ def write_concept_stats(fuser: Fuser, index: int, path: str | Path | None = None
 def compute_concept_stats(base_model: str, edloras: list[str], device: str | torch.device,
                           settings: FusionSettings | None = None) -> list[Path]:
     """Load the base, record each ED-LoRA's own-model statistics and write them beside the file."""
-    from ..models import resolve_source
+    from ..models import model_identity, resolve_source
     from ..pipelines import EDLoRAPipeline
     from .concepts import ConceptSpec, load_concepts
 
@@ -98,7 +98,7 @@ def compute_concept_stats(base_model: str, edloras: list[str], device: str | tor
     pipe = EDLoRAPipeline.from_pretrained(source, local_files_only=local, torch_dtype=dtype, safety_checker=None,
                                           requires_safety_checker=False).to(device)
     pipe.set_progress_bar_config(disable=True)
-    fuser = Fuser(pipe, concepts, settings)
+    fuser = Fuser(pipe, concepts, settings, base_model=model_identity(base_model))
     try:
         return [write_concept_stats(fuser, index) for index in range(len(concepts))]
     finally:

@@ -86,8 +86,10 @@ class ConceptRecord:
 class Fuser:
     """Fuses ``concepts`` into the weights of ``pipe`` (a base-model :class:`EDLoRAPipeline` on its device)."""
 
-    def __init__(self, pipe: EDLoRAPipeline, concepts: list[FusionConcept], settings: FusionSettings | None = None):
+    def __init__(self, pipe: EDLoRAPipeline, concepts: list[FusionConcept], settings: FusionSettings | None = None,
+                 base_model: str = ""):
         self.pipe = pipe
+        self.base_model = base_model  # identifies the base in saved statistics (see statistics_key)
         self.concepts = concepts
         self.settings = settings or FusionSettings()
         for concept in concepts:
@@ -183,6 +185,7 @@ class Fuser:
         s, c = self.settings, self.concepts[index]
         height, width = self.image_size()
         return {
+            "base_model": self.base_model, "dtype": str(self.pipe.unet.dtype),
             "concept": c.name, "tokens": c.tokens, "unet_alpha": c.unet_alpha, "text_encoder_alpha": c.text_encoder_alpha,
             "text_prompts": list(s.text_prompts), "spatial_prompts": list(s.spatial_prompts),
             "spatial_seeds": list(s.spatial_seeds), "num_inference_steps": s.num_inference_steps,

@@ -22,7 +22,7 @@ from ..fusion import Fuser, FusionSettings, all_reduce_sums
 from ..fusion.concept_stats import load_record, save_record, stats_path
 from ..fusion.solvers import Solver
 from ..io import atomic_dir, write_json
-from ..models import resolve_source
+from ..models import model_identity, resolve_source
 from ..pipelines import EDLoRAPipeline
 from .edlora import DEFAULT_BASE
 
@@ -154,7 +154,8 @@ class FusionTask(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._start = time.perf_counter()
-        self.fuser = Fuser(self.pipe, self.trainer.datamodule.fusion_concepts, self.settings)
+        self.fuser = Fuser(self.pipe, self.trainer.datamodule.fusion_concepts, self.settings,
+                           base_model=model_identity(self.hparams.base_model))
 
     def configure_optimizers(self):
         return None
@@ -226,7 +227,8 @@ class FusionTask(pl.LightningModule):
         return {
             "base_model": h.base_model,
             "solver": h.solver,
-            "settings": {k: v for k, v in dict(h).items() if k not in ("base_model", "output_dir")},
+            "settings": {k: v for k, v in dict(h).items()
+                         if k not in ("base_model", "output_dir") and not k.startswith("_")},
             "concepts": [
                 {"name": c.name, "file": c.source, "tokens": c.tokens, "unet_alpha": c.unet_alpha,
                  "text_encoder_alpha": c.text_encoder_alpha}
