@@ -50,7 +50,8 @@ def test_fusion_beats_the_naive_merge_and_the_folder_loads_and_samples(tiny_mode
             fused, naive = figures[part]["fused"], figures[part]["naive"]
             assert fused < 0.5 * naive, (name, part, fused, naive)
     for stage, rows in report["layers"].items():
-        assert rows and all(r["objective"] <= r["objective_naive"] * (1 + 1e-9) + 1e-9 for r in rows), stage
+        # never worse than the naive merge, up to what the small ridge may cost
+        assert rows and all(r["objective"] <= r["objective_naive"] + 1e-4 * r["objective_base"] + 1e-9 for r in rows), stage
     assert len(report["layers"]["kv"]) == 32 and len(report["layers"]["text_encoder"]) > 0
 
     # hooks gone and the in-memory base restored after fusion
