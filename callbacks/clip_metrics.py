@@ -7,11 +7,11 @@ import io
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
 from mos_lightning.data.evaluation import reference_images
 from mos_lightning.io import atomic_path, write_json
+from mos_lightning.models import all_gather_objects
 from mos_lightning.metrics import (
     TEXT_PREFIX, CLIPFeatures, ImageAlignment, TextAlignment, image_alignment_scores, text_alignment_scores,
 )
@@ -92,11 +92,7 @@ class CLIPMetrics(Callback):
         results = {}
         for key in sorted(self.metrics):  # same order on every process: compute() is a collective
             results[key] = {name: float(metric.compute()) for name, metric in self.metrics[key].items()}
-        rows = self.rows
-        if dist.is_available() and dist.is_initialized():
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
+        rows = [r for part in all_gather_objects(self.rows) for r in part]
         for key, values in results.items():  # per concept to the logger; per group in groups.csv
             method, concept, group = key.split("|")
             if group == ALL:

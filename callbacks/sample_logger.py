@@ -102,12 +102,8 @@ class SampleLogger(Callback):
                 pl_module.eval()
                 for scale in self.scales:
                     with scaled_lora([pl_module.unet, pl_module.text_encoder], scale):
-                        images = pipe(
-                            [p for p, _ in rows], negative_prompt=[self.negative_prompt] * len(rows),
-                            generator=[torch.Generator().manual_seed(s) for _, s in rows],
-                            output_type="np", **self.sampling,
-                        ).images
-                    columns.append((images * 255).round().clip(0, 255).astype(np.uint8))
+                        columns.append(pipe.sample([p for p, _ in rows], [s for _, s in rows], self.negative_prompt,
+                                                   **self.sampling))
         finally:
             for module, training in modes.items():
                 module.train(training)

@@ -87,6 +87,24 @@ def check_compatible(edlora: EDLoRA, unet, text_encoder, source: str = "ED-LoRA 
         )
 
 
+def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+    """``auto`` = float16 on GPUs, float32 elsewhere; otherwise the named torch dtype."""
+    if name == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def all_gather_objects(obj) -> list:
+    """``obj`` from every process (``[obj]`` when not distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
 def cast_frozen(modules, dtype: torch.dtype) -> None:
     """Store the frozen (``requires_grad=False``) parameters of ``modules`` in ``dtype``; trainable ones keep theirs."""
     for module in modules:

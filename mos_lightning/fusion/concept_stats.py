@@ -88,13 +88,13 @@ def write_concept_stats(fuser: Fuser, index: int, path: str | Path | None = None
 def compute_concept_stats(base_model: str, edloras: list[str], device: str | torch.device,
                           settings: FusionSettings | None = None) -> list[Path]:
     """Load the base, record each ED-LoRA's own-model statistics and write them beside the file."""
-    from ..models import model_identity, resolve_source
+    from ..models import model_identity, resolve_dtype, resolve_source
     from ..pipelines import EDLoRAPipeline
     from .concepts import ConceptSpec, load_concepts
 
     concepts = load_concepts([ConceptSpec(str(p)) for p in edloras])
     source, local = resolve_source(base_model)
-    dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    dtype = resolve_dtype("auto", device)
     pipe = EDLoRAPipeline.from_pretrained(source, local_files_only=local, torch_dtype=dtype, safety_checker=None,
                                           requires_safety_checker=False).to(device)
     pipe.set_progress_bar_config(disable=True)

@@ -99,6 +99,7 @@ class Fuser:
             pipe.load_edlora(EDLoRA(concept.edlora.concepts, concept.edlora.embeddings,
                                     num_layers=concept.edlora.num_layers), scale=0.0)
         install_layerwise_processors(pipe.unet)  # direct UNet calls (fidelity) read layer copies too
+        pipe.scheduler = make_scheduler(self.settings.scheduler, pipe.scheduler.config)  # the trajectories' sampler
         self.parts = {"text_encoder": pipe.text_encoder, "unet": pipe.unet}
         for concept in concepts:  # every target exists in the base with the right shape
             for part in self.parts:
@@ -217,7 +218,6 @@ class Fuser:
 
             prompts = [p for p in self.prompts(index, s.spatial_prompts) for _ in s.spatial_seeds]
             generators = [torch.Generator().manual_seed(seed) for _ in s.spatial_prompts for seed in s.spatial_seeds]
-            pipe.scheduler = make_scheduler(s.scheduler, pipe.scheduler.config)
             handle = pipe.unet.register_forward_hook(record_step, with_kwargs=True)
             try:
                 with GramRecorder(pipe.unet, self.stage_layers["spatial"]) as spatial_stats:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
@@ -25,6 +26,11 @@ DEFAULT_NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, "
     "cropped, worst quality, low quality"
 )
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] (diffusers' ``output_type="np"``) as uint8, rounded like diffusers' PIL output."""
+    return (images * 255).round().clip(0, 255).astype(np.uint8)
 
 
 class EDLoRAPipeline(StableDiffusionPipeline):
@@ -155,6 +161,16 @@ class EDLoRAPipeline(StableDiffusionPipeline):
         if negative_prompt_embeds is not None:
             negative_prompt_embeds = negative_prompt_embeds.to(self.unet.dtype).repeat_interleave(num_images_per_prompt, 0)
         return prompt_embeds, negative_prompt_embeds
+
+    def sample(self, prompts: list[str], seeds: list[int], negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+               **kwargs) -> np.ndarray:
+        """uint8 ``[B, H, W, 3]`` images, one per (prompt, seed); each depends only on its own pair, because every
+        image gets its own CPU generator (the same seed gives the same starting noise on every device)."""
+        images = self(
+            list(prompts), negative_prompt=[negative_prompt] * len(prompts),
+            generator=[torch.Generator().manual_seed(int(s)) for s in seeds], output_type="np", **kwargs,
+        ).images
+        return to_uint8(images)
 
     @torch.no_grad()
     def __call__(self, *args, negative_prompt=DEFAULT_NEGATIVE_PROMPT, **kwargs):

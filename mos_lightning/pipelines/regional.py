@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..regional import Region, RegionLayout, install_regional_processors
-from .edlora import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline
+from .edlora import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline, to_uint8
 
 
 @dataclass
@@ -104,8 +104,7 @@ class RegionalPipeline:
         finally:
             pipe.unet.set_attn_processor(previous)
         image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-        image = pipe.image_processor.postprocess(image, output_type="np")[0]
-        return (image * 255).round().clip(0, 255).astype(np.uint8)
+        return to_uint8(pipe.image_processor.postprocess(image, output_type="np")[0])
 
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from ..edlora_file import load_edlora
-from ..models import resolve_source
+from ..models import resolve_dtype, resolve_source
 from ..pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline, SchedulerName, make_scheduler
 
 PLACEHOLDER = "<TOK>"
@@ -102,9 +102,7 @@ class EvalTask(pl.LightningModule):
     def configure_model(self) -> None:
         if self.pipes:
             return
-        device = self.trainer.strategy.root_device
-        dtype = torch.float16 if self.hparams.dtype == "auto" and device.type == "cuda" else (
-            torch.float32 if self.hparams.dtype == "auto" else getattr(torch, self.hparams.dtype))
+        dtype = resolve_dtype(self.hparams.dtype, self.trainer.strategy.root_device)
         modules = {}
         for m in self.methods:
             source, local = resolve_source(m.base_model)
@@ -142,14 +140,11 @@ class EvalTask(pl.LightningModule):
         """uint8 HWC images of ``items`` (all of one concept) made by ``method``."""
         h = self.hparams
         self.use_concept(method, items[0]["concept"])
-        prompts = [self.prompt_for(method, i) for i in items]
-        images = self.pipes[method.name](
-            prompts, negative_prompt=[h.negative_prompt] * len(items),
-            generator=[torch.Generator().manual_seed(int(i["seed"])) for i in items],
-            num_inference_steps=h.num_inference_steps, guidance_scale=h.guidance_scale,
-            height=h.height, width=h.width, output_type="np",
-        ).images
-        return list((images * 255).round().clip(0, 255).astype(np.uint8))
+        images = self.pipes[method.name].sample(
+            [self.prompt_for(method, i) for i in items], [i["seed"] for i in items], h.negative_prompt,
+            num_inference_steps=h.num_inference_steps, guidance_scale=h.guidance_scale, height=h.height, width=h.width,
+        )
+        return list(images)
 
     def method_images(self, method: EvalMethod, items: list[dict]) -> list[np.ndarray]:
         """Images for ``items``: read from disk when already made, else generated (per concept) and saved."""

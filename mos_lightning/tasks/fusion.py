@@ -14,7 +14,6 @@ from typing import Literal
 
 import lightning.pytorch as pl
 import torch
-import torch.distributed as dist
 
 from ..data.fusion import IDLE
 from ..edlora_file import CONCEPTS_FILE, save_edlora
@@ -22,17 +21,9 @@ from ..fusion import Fuser, FusionSettings, all_reduce_sums
 from ..fusion.concept_stats import load_record, save_record, stats_path
 from ..fusion.solvers import Solver
 from ..io import atomic_dir, write_json
-from ..models import model_identity, resolve_source
+from ..models import all_gather_objects, model_identity, resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline
 from .edlora import DEFAULT_BASE
-
-
-def _all_gather_objects(obj) -> list:
-    if dist.is_available() and dist.is_initialized():
-        out = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
-        return out
-    return [obj]
 
 
 class FusionTask(pl.LightningModule):
@@ -134,16 +125,11 @@ class FusionTask(pl.LightningModule):
                 raise ValueError(f"fusion prompt {prompt!r} lacks <TOK>; the statistics must see the concept's tokens")
         resolve_source(self.hparams.base_model)  # clear error for a missing folder before anything loads
 
-    def model_dtype(self, device: torch.device) -> torch.dtype:
-        if self.hparams.dtype == "auto":
-            return torch.float16 if device.type == "cuda" else torch.float32
-        return getattr(torch, self.hparams.dtype)
-
     def configure_model(self) -> None:
         if self.pipe is not None:
             return
         source, local = resolve_source(self.hparams.base_model)
-        dtype = self.model_dtype(self.trainer.strategy.root_device)
+        dtype = resolve_dtype(self.hparams.dtype, self.trainer.strategy.root_device)
         pipe = EDLoRAPipeline.from_pretrained(source, local_files_only=local, torch_dtype=dtype,
                                               safety_checker=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
@@ -180,7 +166,7 @@ class FusionTask(pl.LightningModule):
 
     def _reduce(self, stage: str) -> None:
         sums = self.fuser.sums[stage]
-        layouts = _all_gather_objects(sums.layout())
+        layouts = all_gather_objects(sums.layout())
         for layout in layouts:
             sums.fill_missing(layout, self.device, self.fuser.settings.stats_dtype)
         all_reduce_sums(sums, lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
@@ -208,9 +194,9 @@ class FusionTask(pl.LightningModule):
                 "unet": {"fused": fuser.unet_fidelity(i, "fused"), "naive": fuser.unet_fidelity(i, "naive")},
             }
         gathered, statistics = {}, {}
-        for part in _all_gather_objects(fidelity):
+        for part in all_gather_objects(fidelity):
             gathered.update(part)
-        for part in _all_gather_objects(self.statistics):
+        for part in all_gather_objects(self.statistics):
             statistics.update(part)
         timing["fidelity_s"] = time.perf_counter() - start
         self.report = self.build_report(layers, gathered, timing)

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 
 from ..edlora_file import EDLoRA, load_edlora
-from ..models import resolve_source
+from ..models import resolve_dtype, resolve_source
 from ..pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline, SchedulerName, make_scheduler
 from .edlora import DEFAULT_BASE
 
@@ -94,26 +93,15 @@ class SamplingTask(pl.LightningModule):
         self.unet, self.text_encoder, self.vae = pipe.unet, pipe.text_encoder, pipe.vae
 
     def sampling_dtype(self) -> torch.dtype:
-        if self.hparams.dtype == "auto":
-            return torch.float16 if self.device.type == "cuda" else torch.float32
-        return getattr(torch, self.hparams.dtype)
+        return resolve_dtype(self.hparams.dtype, self.device)
 
     def on_predict_start(self) -> None:
         dtype = self.sampling_dtype()
         if self.unet.dtype != dtype:
             self.pipe.to(dtype=dtype)
 
-    def generate(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
-        """uint8 ``[B, H, W, 3]`` images, one per (prompt, seed); each image depends only on its own pair."""
-        h = self.hparams
-        # CPU generators: the same seed gives the same starting noise on every device.
-        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        images = self.pipe(
-            prompts, negative_prompt=[h.negative_prompt] * len(prompts), generator=generators,
-            num_inference_steps=h.num_inference_steps, guidance_scale=h.guidance_scale,
-            height=h.height, width=h.width, output_type="np",
-        ).images
-        return (images * 255).round().clip(0, 255).astype(np.uint8)
-
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {**batch, "images": self.generate(batch["prompt"], batch["seed"])}
+        h = self.hparams
+        images = self.pipe.sample(batch["prompt"], batch["seed"], h.negative_prompt, height=h.height, width=h.width,
+                                  num_inference_steps=h.num_inference_steps, guidance_scale=h.guidance_scale)
+        return {**batch, "images": images}
