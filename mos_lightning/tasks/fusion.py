@@ -79,7 +79,7 @@ class FusionTask(pl.LightningModule):
             width: Trajectory image width (default: the model's native size).
             kv_positions: Text positions whose features feed the cross-attention k/v statistics: ``all`` (every
                 position, padding included — the UNet attends to all of them; on the demo this cut the fused
-                model's UNet error 14×), ``prompt`` (up to the end token) or ``concept`` (concept tokens + end
+                model's UNet error about 10×), ``prompt`` (up to the end token) or ``concept`` (concept tokens + end
                 token, as the reference implementation).
             dtype: Model dtype while recording; ``auto`` = float16 on GPUs, float32 on CPU. The saved model has it too.
             stats_dtype: Accumulation dtype of the summed statistics and the solves.
