@@ -6,6 +6,12 @@ number to compare across machines. On CPU use ``--size tiny`` (ratio only).
 
     python benchmarks/train_step.py --size sd15 --batch-sizes 2 4            # GPU
     python benchmarks/train_step.py --size tiny --device cpu --steps 5       # CPU smoke run
+    python benchmarks/train_step.py --batch-sizes 4 --compile --compile-kinds edlora --no-eager   # compiled only
+
+``--compile`` adds compiled-UNet runs at the largest batch (``--compile-mode reduce-overhead`` for CUDA
+graphs); their ``first_step_s`` is the one-time compile cost (cold, or from inductor's on-disk cache on
+a second run). ``--gradient-checkpointing``, ``--cache-latents`` and ``--attn-reg 0.01`` measure those
+options of the ED-LoRA step.
 
 Model FLOPs utilisation counts UNet work only: 0.80 TFLOP forward per 512² sample, backward with a
 frozen base ≈ 1.15× forward.
@@ -97,7 +103,7 @@ def time_steps(step, steps: int, warmup: int, device: str) -> float:
 
 
 def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False,
-                       cache_latents=False):
+                       cache_latents=False, compile_mode="default", attn_reg=0.0):
     """The baseline: one text-encoder pass per prompt, diffusers' own processors, peft LoRA rank 4."""
     base = build_components(size, device)
     add_lora(base.unet, UNET_TARGETS, 4, 1.0)
@@ -109,7 +115,7 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
         base.unet.to(memory_format=torch.channels_last)
     if checkpointing:
         base.unet.enable_gradient_checkpointing()
-    unet = torch.compile(base.unet) if compile_unet else base.unet
+    unet = torch.compile(base.unet, mode=compile_mode) if compile_unet else base.unet
     params = [p for m in (base.unet, base.text_encoder) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=device.startswith("cuda"))
     batch = make_batch(batch_size, resolution, device, placeholder="sks man")
@@ -136,16 +142,14 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
 
 
 def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False,
-                   cache_latents=False):
+                   cache_latents=False, compile_mode="default", attn_reg=0.0):
+    """The task's own step (``compute_loss``) with its own speed options, as a run from a config would set them."""
     frozen = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
     task = RandomBaseEDLoRA(size, device, base_model="random", initializers=("<rand-0.013>", "man"), frozen_dtype=frozen,
-                            gradient_checkpointing=checkpointing, cache_latents=cache_latents)
+                            gradient_checkpointing=checkpointing, cache_latents=cache_latents, channels_last=channels_last,
+                            compile_unet=compile_unet, compile_mode=compile_mode, attn_reg_weight=attn_reg)
     task.configure_model()
     task.to(device)
-    if channels_last:
-        task.unet.to(memory_format=torch.channels_last)
-    if compile_unet:
-        task.unet = torch.compile(task.unet)
     opt = torch.optim.AdamW(task.trainable_groups(), weight_decay=0.01, fused=device.startswith("cuda"))
     batch = make_batch(batch_size, resolution, device)
     batch["view"] = [f"{i}:0" for i in range(batch_size)]  # cacheable views (used with --cache-latents)
@@ -161,6 +165,7 @@ def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, c
 
 
 def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
+    compile_mode = args.compile_mode if compile_unet else None
     device = args.device
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -168,7 +173,7 @@ def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
     build = edlora_step_fn if kind == "edlora" else plain_lora_step_fn
     t0 = time.perf_counter()
     step, holder = build(args.size, device, batch_size, args.resolution, dtype, args.channels_last, compile_unet,
-                         args.gradient_checkpointing, args.cache_latents)
+                         args.gradient_checkpointing, args.cache_latents, compile_mode or "default", args.attn_reg)
     first = time.perf_counter()
     step()  # first step: includes compilation when compiling
     sync(device)
@@ -177,8 +182,9 @@ def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
     del holder, step
     result = {
-        "kind": kind, "batch": batch_size, "dtype": str(dtype).split(".")[-1], "compile": compile_unet,
+        "kind": kind, "batch": batch_size, "dtype": str(dtype).split(".")[-1], "compile": compile_mode or False,
         "gradient_checkpointing": args.gradient_checkpointing, "cache_latents": args.cache_latents,
+        "attn_reg": args.attn_reg if kind == "edlora" else 0.0,
         "s_per_step": seconds, "steps_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
         "peak_gib": peak, "build_s": first - t0, "first_step_s": warm,
         "min_for_1000_steps": 1000 * seconds / 60,
@@ -206,13 +212,20 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (memory for time)")
     parser.add_argument("--cache-latents", action="store_true", help="ED-LoRA step reuses cached VAE posteriors")
+    parser.add_argument("--attn-reg", type=float, default=0.0,
+                        help="ED-LoRA step with attention regularisation of this weight (paper: 0.01)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd UNets (largest batch)")
+    parser.add_argument("--compile-mode", default="default",
+                        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
+    parser.add_argument("--compile-kinds", nargs="+", choices=["plain", "edlora"], default=["plain", "edlora"],
+                        help="which steps to measure compiled (each cold compile takes minutes at SD 1.5 size)")
+    parser.add_argument("--no-eager", action="store_true", help="skip the eager measurements (compiled ones only)")
     parser.add_argument("--json", default=None, help="write all results here")
     args = parser.parse_args()
     args.resolution = args.resolution or (512 if args.size == "sd15" else 64)
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
     results = []
-    for bs in args.batch_sizes:
+    for bs in [] if args.no_eager else args.batch_sizes:
         plain = measure("plain", args, bs, dtype)
         ed = measure("edlora", args, bs, dtype)
         results += [plain, ed]
@@ -221,14 +234,15 @@ def main() -> None:
             json.dump(results, open(args.json, "w"), indent=1)
     if args.compile:
         bs = max(args.batch_sizes)
-        for kind in ("plain", "edlora"):
+        for kind in args.compile_kinds:
             results.append(measure(kind, args, bs, dtype, compile_unet=True))
             if args.json:
                 json.dump(results, open(args.json, "w"), indent=1)
-    print("\nkind    batch compile  s/step  samples/s  peak GiB  MFU   1000 steps (min)")
+    print("\nkind    batch compile          s/step  samples/s  peak GiB  MFU   1000 steps (min)  first step (s)")
     for r in results:
-        print(f"{r['kind']:7s} {r['batch']:5d} {str(r['compile']):7s} {r['s_per_step']:7.3f} {r['samples_per_s']:9.2f} "
-              f"{r['peak_gib']:8.2f} {r.get('mfu', float('nan')):5.3f} {r['min_for_1000_steps']:8.2f}")
+        print(f"{r['kind']:7s} {r['batch']:5d} {str(r['compile']):16s} {r['s_per_step']:7.3f} {r['samples_per_s']:9.2f} "
+              f"{r['peak_gib']:8.2f} {r.get('mfu', float('nan')):5.3f} {r['min_for_1000_steps']:8.2f} "
+              f"{r['first_step_s']:8.1f}")
 
 
 if __name__ == "__main__":

@@ -134,16 +134,20 @@ def encode_prompts(
     input_ids: torch.Tensor,
     tokens: LayerwiseTokens | None,
     num_layers: int,
+    layer_copies: bool | None = None,
 ) -> torch.Tensor:
     """Encode ``input_ids`` into ``[B, num_layers * T, C]``: one text-encoder copy per cross-attention layer.
 
     Copies differ only where a concept token appears. When no prompt holds a layer-wise token the
-    copies are identical, so the text encoder runs once and its output is repeated.
+    copies are identical, so the text encoder runs once and its output is repeated. ``layer_copies``
+    says whether to run the copies; ``None`` decides from ``input_ids`` (keep them on the CPU then:
+    reading device ids would stall the GPU). Running copies for prompts without a concept token gives
+    the same result, only slower.
     """
     batch = input_ids.shape[0]
-    needs_copies = (
-        tokens is not None and tokens.layerwise and bool(tokens.matches(input_ids.cpu()).any())
-    )
+    if layer_copies is None:
+        layer_copies = tokens is not None and bool(tokens.matches(input_ids.cpu()).any())
+    needs_copies = layer_copies and tokens is not None and tokens.layerwise
     copies = num_layers if needs_copies else 1
     hook = None
     if tokens is not None:
@@ -154,7 +158,8 @@ def encode_prompts(
 
         hook = embedding.register_forward_hook(swap_in)
     try:
-        ids = input_ids.to(text_encoder.device).repeat(copies, 1)
+        # non_blocking: a blocking host-to-device copy waits for all queued GPU work (a sync per step)
+        ids = input_ids.to(text_encoder.device, non_blocking=True).repeat(copies, 1)
         hidden = text_encoder(ids).last_hidden_state  # [copies * B, T, C]
     finally:
         if hook is not None:

@@ -15,6 +15,7 @@ SMOKE = {
     "fusion.py": ["--size", "tiny", "--device", "cpu", "--concepts", "2", "--steps", "3",
                   "--text-encoder-iterations", "5", "--unet-iterations", "5"],
     "evaluation.py": ["--size", "tiny", "--device", "cpu", "--calls", "1", "--batch-size", "1", "--steps", "3"],
+    "ddp.py": ["--size", "tiny", "--accelerator", "cpu", "--steps", "2", "--warmup", "1", "--variants", "lean"],
     "regional.py": ["--size", "tiny", "--device", "cpu", "--calls", "1", "--steps", "3"],
 }
 

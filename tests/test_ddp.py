@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -22,6 +23,8 @@ def test_ddp_fit_on_two_cpu_processes_trains_identical_replicas(tiny_model_dir, 
     )
     assert result.returncode == 0, result.stderr[-4000:]
     rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    # each rank draws its own noise, timesteps and augmentations (same seed_everything on both)
+    assert not torch.equal(rank0.pop("rng_state_at_start"), rank1.pop("rng_state_at_start"))
     assert rank0.keys() == rank1.keys() and len(rank0) > 100
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
@@ -31,3 +34,27 @@ def test_ddp_fit_on_two_cpu_processes_trains_identical_replicas(tiny_model_dir, 
     edlora = load_edlora(tmp_path / "edlora" / "edlora.safetensors")
     torch.testing.assert_close(edlora.embeddings["<redball1>"], rank0["concept_tokens.weight"][0])
     assert edlora.extra["global_step"] == 3
+
+
+def test_static_graph_with_gradient_accumulation_is_refused_before_training(tiny_model_dir, concept_dir, tmp_path):
+    import torch.distributed as dist
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from helpers import make_data, make_task, make_trainer
+
+    task = make_task(tiny_model_dir, tmp_path / "out")
+    trainer = make_trainer(tmp_path, 2, strategy=DDPStrategy(static_graph=True), accumulate_grad_batches=2)
+    # a one-process DDP run sets rendezvous variables, OMP_NUM_THREADS and torch's thread count for this
+    # process: put them back, later tests compare CPU kernels across thread counts
+    environ, threads = dict(os.environ), torch.get_num_threads()
+    try:
+        with pytest.raises(ValueError, match="static_graph"):
+            trainer.fit(task, make_data(concept_dir))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+    assert not (tmp_path / "out" / "edlora.safetensors").exists()
+    assert not hasattr(task, "unet")  # refused before the base model was loaded

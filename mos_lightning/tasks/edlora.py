@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,17 @@ from ..models import BaseModel, cast_frozen, load_base_model
 from ..tokens import create_layerwise_tokens, encode_prompts, initial_embedding, tokenize
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def offset_seeds_by_rank(rank: int) -> None:
+    """Give each DDP rank its own random stream: ``seed_everything`` seeds every rank alike, so ranks
+    would draw the same noise, timesteps and augmentations for their different images. Rank 0 keeps
+    its stream, so a one-process run is unchanged."""
+    if rank == 0:
+        return
+    seed = (torch.initial_seed() + rank) % 2**63
+    torch.manual_seed(seed)  # CPU and every GPU
+    random.seed(seed)  # the datasets' augmentations draw from Python's generator
 
 
 class EDLoRATask(pl.LightningModule):
@@ -52,6 +64,7 @@ class EDLoRATask(pl.LightningModule):
         frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         gradient_checkpointing: bool = False,
         compile_unet: bool = False,
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default",
         channels_last: bool = False,
         cache_latents: bool = False,
         output_dir: str = "outputs/edlora",
@@ -87,6 +100,9 @@ class EDLoRATask(pl.LightningModule):
                 for small GPUs, about 30 % more time per step. Not with ``attn_reg_weight`` > 0.
             compile_unet: ``torch.compile`` the UNet (in place): faster steps on GPUs after a one-time compile of a few
                 minutes (inductor caches it on disk for later runs); pays off for long runs only.
+            compile_mode: ``torch.compile`` mode for ``compile_unet``: ``reduce-overhead`` adds CUDA graphs (removes
+                the kernel-launch overhead that bounds SD 1.5 LoRA steps; needs a fixed batch size, which the
+                data module's ``drop_last`` gives), ``max-autotune`` also tunes kernels (longer compile).
             channels_last: Store the UNet's convolution weights channels-last (often faster on GPUs with bf16/fp16).
             cache_latents: Keep the VAE posterior (mean, std) of every deterministic view (image × flip, when it was
                 letterboxed rather than randomly cropped) and sample from it instead of encoding again: saves a
@@ -159,7 +175,7 @@ class EDLoRATask(pl.LightningModule):
         if h.channels_last:
             self.unet.to(memory_format=torch.channels_last)
         if h.compile_unet:
-            self.unet.compile()  # in place: module names and checkpoints keys stay the same
+            self.unet.compile(mode=h.compile_mode)  # in place: module names and checkpoint keys stay the same
 
     def setup(self, stage: str) -> None:
         needs_masks = self.hparams.mask_loss or self.hparams.attn_reg_weight > 0
@@ -169,11 +185,27 @@ class EDLoRATask(pl.LightningModule):
                 "mask_loss / attn_reg_weight need a mask for every image: give the data module a mask_dir "
                 "(or a masks/ folder beside the images), or turn them off"
             )
+        self._check_ddp_settings()
+
+    def _check_ddp_settings(self) -> None:
+        # DDP(static_graph=True) with gradient accumulation (no_sync) fails inside the reducer in current
+        # PyTorch, and in some versions silently stops averaging gradients; refuse it before any work.
+        ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None) or {}
+        if ddp_kwargs.get("static_graph") and self.trainer.accumulate_grad_batches > 1:
+            raise ValueError(
+                "DDP static_graph=True cannot be combined with accumulate_grad_batches > 1 (PyTorch's reducer "
+                "breaks under no_sync); drop static_graph from the strategy's init_args, or accumulation"
+            )
+
+    def on_fit_start(self) -> None:
+        offset_seeds_by_rank(self.global_rank)
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
         """Layer-wise text states ``[B, L*T, C]`` for prompts that may contain the placeholder."""
         ids = tokenize(self.tokenizer, [p.replace(self.hparams.placeholder, self.token_string) for p in prompts])
-        return encode_prompts(self.text_encoder, ids, self.concept_tokens, self.num_layers), ids
+        # Training captions always hold the placeholder (the dataset checks), so the layer copies are
+        # always needed: saying so keeps the step free of host reads.
+        return encode_prompts(self.text_encoder, ids, self.concept_tokens, self.num_layers, layer_copies=True), ids
 
     def sampling_pipeline(self, scheduler: str = "dpm_solver"):
         """An :class:`~mos_lightning.pipelines.EDLoRAPipeline` over this module's live modules (no copies).
@@ -222,7 +254,7 @@ class EDLoRATask(pl.LightningModule):
         loss = masked_mse(pred, target, weight)
         parts = {"diffusion_loss": loss.detach()}
         if h.attn_reg_weight > 0:
-            positions = self.concept_tokens.matches(ids).to(latents.device)
+            positions = self.concept_tokens.matches(ids).to(latents.device, non_blocking=True)
             reg = attention_regularisation(self.recorder.maps, positions, batch["mask"])
             self.recorder.clear()
             parts["attn_reg"] = reg.detach()

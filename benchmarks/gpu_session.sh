@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Every GPU figure that BENCHMARKS.md still lacks, in one run of at most 9½ minutes on one H100, so that a
+# session lent a GPU for 15 minutes can measure it all at once (the device tool's runs are limited).
+#
+#   bash benchmarks/gpu_session.sh [results-folder]      # default: $OUT (the device tool's), else ./gpu-results
+#
+# Runs from the repository root. If diffusers is missing (the device machines lack it), wheels in .whl/
+# are installed offline into /tmp/site (see ../shared/ENVIRONMENT.md). Each benchmark has its own time
+# limit, so one that hangs or runs long does not cost the others; everything goes to one log, and each
+# benchmark writes its JSON beside it (7 files in all: the device tool returns at most 8).
+set -u
+results=$(realpath -m "${1:-${OUT:-gpu-results}}")
+mkdir -p "$results"
+log="$results/gpu_session.log"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+if ! python -c "import diffusers" 2>/dev/null; then
+  pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+
+{
+  date -u; git rev-parse --short HEAD 2>/dev/null
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python -c "import torch, diffusers, transformers, peft; print(torch.__version__, diffusers.__version__, transformers.__version__, peft.__version__)"
+} >"$log" 2>&1
+
+run() {  # run NAME SECONDS ARGS...: one benchmark under a time limit, its output appended to the log
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name (limit ${limit}s): $*" >>"$log"
+  local start=$SECONDS
+  (cd benchmarks && timeout "$limit" python "$@") >>"$log" 2>&1
+  echo "=== $name: exit $?, $((SECONDS - start)) s" >>"$log"
+  tail -n 3 "$log"
+}
+
+# Order = priority; the limits add up to 570 s (the device tool allows 600 s per command).
+# 1. eager training steps, ED-LoRA vs plain LoRA, batch 2 and 4 (issue 7)
+run train_eager 120 train_step.py --size sd15 --batch-sizes 2 4 --json "$results/train_eager.json"
+# 2. the compiled ED-LoRA step at batch 4 (the cold compile takes minutes; reported as first_step_s)
+run train_compiled 260 train_step.py --size sd15 --batch-sizes 4 --compile --compile-kinds edlora --no-eager \
+  --json "$results/train_compiled.json"
+# 3. sampling, fusion of 14 concepts, evaluation and regional sampling at SD 1.5 size (issues 3-6)
+run sampling 60 sampling.py --size sd15 --batch-sizes 1 8 --calls 3 --json "$results/sampling.json"
+run fusion 60 fusion.py --size sd15 --concepts 14 --json "$results/fusion.json"
+run evaluation 40 evaluation.py --size sd15 --batch-size 8 --calls 2 --json "$results/evaluation.json"
+run regional 30 regional.py --size sd15 --calls 2 --json "$results/regional.json"
+echo "done: $results" >>"$log"
