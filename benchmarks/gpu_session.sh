@@ -8,7 +8,10 @@
 # are installed offline into /tmp/site (see ../shared/ENVIRONMENT.md). Each benchmark has its own time
 # limit, so one that hangs or runs long does not cost the others; everything goes to one log, and each
 # benchmark writes its JSON beside it (7 files in all: the device tool returns at most 8).
+# A dry run on a CPU: BENCH_SIZE=tiny BENCH_DEVICE=cpu bash benchmarks/gpu_session.sh /tmp/gpu-dry-run
 set -u
+size=${BENCH_SIZE:-sd15}
+device=${BENCH_DEVICE:-cuda}
 results=$(realpath -m "${1:-${OUT:-gpu-results}}")
 mkdir -p "$results"
 log="$results/gpu_session.log"
@@ -19,7 +22,7 @@ fi
 
 {
   date -u; git rev-parse --short HEAD 2>/dev/null
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"
   python -c "import torch, diffusers, transformers, peft; print(torch.__version__, diffusers.__version__, transformers.__version__, peft.__version__)"
 } >"$log" 2>&1
 
@@ -35,13 +38,14 @@ run() {  # run NAME SECONDS ARGS...: one benchmark under a time limit, its outpu
 
 # Order = priority; the limits add up to 570 s (the device tool allows 600 s per command).
 # 1. eager training steps, ED-LoRA vs plain LoRA, batch 2 and 4 (issue 7)
-run train_eager 120 train_step.py --size sd15 --batch-sizes 2 4 --json "$results/train_eager.json"
-# 2. the compiled ED-LoRA step at batch 4 (the cold compile takes minutes; reported as first_step_s)
-run train_compiled 260 train_step.py --size sd15 --batch-sizes 4 --compile --compile-kinds edlora --no-eager \
-  --json "$results/train_compiled.json"
-# 3. sampling, fusion of 14 concepts, evaluation and regional sampling at SD 1.5 size (issues 3-6)
-run sampling 60 sampling.py --size sd15 --batch-sizes 1 8 --calls 3 --json "$results/sampling.json"
-run fusion 60 fusion.py --size sd15 --concepts 14 --json "$results/fusion.json"
-run evaluation 40 evaluation.py --size sd15 --batch-size 8 --calls 2 --json "$results/evaluation.json"
-run regional 30 regional.py --size sd15 --calls 2 --json "$results/regional.json"
+run train_eager 120 train_step.py --size $size --device $device --batch-sizes 2 4 --json "$results/train_eager.json"
+# 2. the fastest configuration at batch 4: UNet and text encoder compiled, latents cached (the VAE idles);
+#    the cold compile takes minutes and is reported as first_step_s
+run train_compiled 260 train_step.py --size $size --device $device --batch-sizes 4 --compile --compile-kinds edlora --no-eager \
+  --compile-modules unet text_encoder --cache-latents --json "$results/train_compiled.json"
+# 3. sampling, fusion of 14 concepts (closed form: the ≤ 30 s target; L-BFGS was compared on CPU), evaluation and regional sampling at SD 1.5 size (issues 3-6)
+run sampling 55 sampling.py --size $size --device $device --batch-sizes 1 8 --calls 3 --json "$results/sampling.json"
+run fusion 55 fusion.py --size $size --device $device --concepts 14 --solvers closed_form --json "$results/fusion.json"
+run evaluation 45 evaluation.py --size $size --device $device --batch-size 8 --calls 2 --json "$results/evaluation.json"
+run regional 35 regional.py --size $size --device $device --calls 2 --json "$results/regional.json"
 echo "done: $results" >>"$log"

@@ -102,8 +102,8 @@ def time_steps(step, steps: int, warmup: int, device: str) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False,
-                       cache_latents=False, compile_mode="default", attn_reg=0.0):
+def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_last, use_compile, checkpointing=False,
+                       cache_latents=False, compile_mode="default", attn_reg=0.0, compile_modules=("unet",)):
     """The baseline: one text-encoder pass per prompt, diffusers' own processors, peft LoRA rank 4."""
     base = build_components(size, device)
     add_lora(base.unet, UNET_TARGETS, 4, 1.0)
@@ -115,7 +115,9 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
         base.unet.to(memory_format=torch.channels_last)
     if checkpointing:
         base.unet.enable_gradient_checkpointing()
-    unet = torch.compile(base.unet, mode=compile_mode) if compile_unet else base.unet
+    if use_compile:  # the same modules as the ED-LoRA step compiles
+        for name in compile_modules:
+            {"unet": base.unet, "text_encoder": base.text_encoder, "vae": base.vae.encoder}[name].compile(mode=compile_mode)
     params = [p for m in (base.unet, base.text_encoder) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=device.startswith("cuda"))
     batch = make_batch(batch_size, resolution, device, placeholder="sks man")
@@ -132,7 +134,7 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
             a = alphas_cumprod[t].view(-1, 1, 1, 1)
             noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
             states = base.text_encoder(ids).last_hidden_state
-            pred = unet(noisy, t, states).sample
+            pred = base.unet(noisy, t, states).sample
             loss = F.mse_loss(pred.float(), noise.float())
         loss.backward()
         opt.step()
@@ -141,13 +143,16 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
     return step, base
 
 
-def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, compile_unet, checkpointing=False,
-                   cache_latents=False, compile_mode="default", attn_reg=0.0):
+def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, use_compile, checkpointing=False,
+                   cache_latents=False, compile_mode="default", attn_reg=0.0, compile_modules=("unet",)):
     """The task's own step (``compute_loss``) with its own speed options, as a run from a config would set them."""
     frozen = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
     task = RandomBaseEDLoRA(size, device, base_model="random", initializers=("<rand-0.013>", "man"), frozen_dtype=frozen,
                             gradient_checkpointing=checkpointing, cache_latents=cache_latents, channels_last=channels_last,
-                            compile_unet=compile_unet, compile_mode=compile_mode, attn_reg_weight=attn_reg)
+                            compile_unet=use_compile and "unet" in compile_modules,
+                            compile_text_encoder=use_compile and "text_encoder" in compile_modules,
+                            compile_vae=use_compile and "vae" in compile_modules,
+                            compile_mode=compile_mode, attn_reg_weight=attn_reg)
     task.configure_model()
     task.to(device)
     opt = torch.optim.AdamW(task.trainable_groups(), weight_decay=0.01, fused=device.startswith("cuda"))
@@ -164,16 +169,17 @@ def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, c
     return step, task
 
 
-def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
-    compile_mode = args.compile_mode if compile_unet else None
+def measure(kind, args, batch_size, dtype, use_compile=False) -> dict:
+    compile_mode = args.compile_mode if use_compile else None
     device = args.device
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     build = edlora_step_fn if kind == "edlora" else plain_lora_step_fn
     t0 = time.perf_counter()
-    step, holder = build(args.size, device, batch_size, args.resolution, dtype, args.channels_last, compile_unet,
-                         args.gradient_checkpointing, args.cache_latents, compile_mode or "default", args.attn_reg)
+    step, holder = build(args.size, device, batch_size, args.resolution, dtype, args.channels_last, use_compile,
+                         args.gradient_checkpointing, args.cache_latents, compile_mode or "default", args.attn_reg,
+                         args.compile_modules)
     first = time.perf_counter()
     step()  # first step: includes compilation when compiling
     sync(device)
@@ -183,6 +189,7 @@ def measure(kind, args, batch_size, dtype, compile_unet=False) -> dict:
     del holder, step
     result = {
         "kind": kind, "batch": batch_size, "dtype": str(dtype).split(".")[-1], "compile": compile_mode or False,
+        "compiled": list(args.compile_modules) if use_compile else [],
         "gradient_checkpointing": args.gradient_checkpointing, "cache_latents": args.cache_latents,
         "attn_reg": args.attn_reg if kind == "edlora" else 0.0,
         "s_per_step": seconds, "steps_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
@@ -217,6 +224,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd UNets (largest batch)")
     parser.add_argument("--compile-mode", default="default",
                         choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
+    parser.add_argument("--compile-modules", nargs="+", choices=["unet", "text_encoder", "vae"], default=["unet"],
+                        help="what --compile compiles (in both steps)")
     parser.add_argument("--compile-kinds", nargs="+", choices=["plain", "edlora"], default=["plain", "edlora"],
                         help="which steps to measure compiled (each cold compile takes minutes at SD 1.5 size)")
     parser.add_argument("--no-eager", action="store_true", help="skip the eager measurements (compiled ones only)")
@@ -235,7 +244,7 @@ def main() -> None:
     if args.compile:
         bs = max(args.batch_sizes)
         for kind in args.compile_kinds:
-            results.append(measure(kind, args, bs, dtype, compile_unet=True))
+            results.append(measure(kind, args, bs, dtype, use_compile=True))
             if args.json:
                 json.dump(results, open(args.json, "w"), indent=1)
     print("\nkind    batch compile          s/step  samples/s  peak GiB  MFU   1000 steps (min)  first step (s)")

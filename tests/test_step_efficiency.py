@@ -68,3 +68,37 @@ def test_unet_with_lora_and_layerwise_attention_compiles_as_one_graph(tiny_model
     explained = torch._dynamo.explain(task.unet)(latents, timesteps, text)
     assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
     assert explained.graph_count == 1
+
+
+def test_compiled_text_encoder_swaps_in_the_current_concept_embeddings_without_recompiling(tiny_model_dir, tmp_path):
+    from torch._dynamo.utils import counters
+
+    task = make_task(tiny_model_dir, tmp_path)
+    task.configure_model()
+    prompts = ["a photo of <TOK>", "<TOK> on the beach"]
+    weight = task.concept_tokens.weight
+    with torch.no_grad():
+        weight.normal_()
+        eager, _ = task.encode(prompts)
+        weight.mul_(2)  # as a training step would: new embeddings for the per-call hook to swap in
+        eager_after_step, _ = task.encode(prompts)
+        weight.div_(2)  # exactly back
+    torch._dynamo.reset()
+    counters.clear()
+    task.text_encoder.compile(backend="eager")  # dynamo's capture (guards, graph breaks) without inductor's minutes
+    with torch.no_grad():
+        compiled, _ = task.encode(prompts)
+        weight.mul_(2)
+        compiled_after_step, _ = task.encode(prompts)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    torch.testing.assert_close(compiled_after_step, eager_after_step, rtol=0, atol=0)
+    assert not torch.equal(compiled, compiled_after_step)
+    assert counters["stats"]["unique_graphs"] == 1 and counters["frames"]["ok"] == counters["frames"]["total"]
+
+
+def test_vae_encoder_compiles_as_one_graph(tiny_model_dir, tmp_path):
+    task = make_task(tiny_model_dir, tmp_path)
+    task.configure_model()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(task.vae.encoder)(torch.randn(2, 3, 64, 64))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
