@@ -213,3 +213,11 @@ def test_cached_latents_give_the_same_losses_with_fewer_vae_encodes(tiny_model_d
     torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-6)
     assert plain_encoded == sum(len(b["view"]) for b in batches)
     assert cached_encoded == views < plain_encoded  # each view encoded once
+
+
+def test_logs_the_loss_and_embedding_norm_each_step(trained):
+    task, _ = trained
+    metrics = task.trainer.callback_metrics
+    assert {"train/loss", "train/embedding_norm"} <= set(metrics)
+    assert "train/diffusion_loss" not in metrics  # the only part of the loss: logged once, as train/loss
+    assert torch.isfinite(metrics["train/loss"]) and metrics["train/embedding_norm"] > 0
