@@ -38,7 +38,7 @@ run() {  # run NAME SECONDS ARGS...: one benchmark under a time limit, its outpu
 
 # Order = priority; the limits add up to 570 s (the device tool allows 600 s per command).
 # 1. eager training steps, ED-LoRA vs plain LoRA, batch 2 and 4 (issue 7)
-run train_eager 120 train_step.py --size $size --device $device --batch-sizes 2 4 --json "$results/train_eager.json"
+run train_eager 120 train_step.py --size $size --device $device --batch-sizes 2 4 --count-ops --json "$results/train_eager.json"
 # 2. the fastest configuration at batch 4: UNet and text encoder compiled, latents cached (the VAE idles);
 #    the cold compile takes minutes and is reported as first_step_s
 run train_compiled 260 train_step.py --size $size --device $device --batch-sizes 4 --compile --compile-kinds edlora --no-eager \

@@ -25,6 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora
 from mos_lightning.models import BaseModel, cast_frozen
@@ -84,6 +85,18 @@ def make_batch(batch_size: int, resolution: int, device: str, placeholder: str =
         "mask": torch.ones(batch_size, 1, latent, latent, device=device),
         "valid_mask": torch.ones(batch_size, 1, latent, latent, device=device),
     }
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen ops that do work (views excluded): about the number of kernel launches on a GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not func.is_view
+        return func(*args, **(kwargs or {}))
 
 
 def sync(device: str) -> None:
@@ -186,6 +199,11 @@ def measure(kind, args, batch_size, dtype, use_compile=False) -> dict:
     warm = time.perf_counter() - first
     seconds = time_steps(step, args.steps, args.warmup, device)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
+    ops = None
+    if args.count_ops:
+        with OpCounter() as counter:
+            step()
+        ops = counter.count
     del holder, step
     result = {
         "kind": kind, "batch": batch_size, "dtype": str(dtype).split(".")[-1], "compile": compile_mode or False,
@@ -194,7 +212,7 @@ def measure(kind, args, batch_size, dtype, use_compile=False) -> dict:
         "attn_reg": args.attn_reg if kind == "edlora" else 0.0,
         "s_per_step": seconds, "steps_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
         "peak_gib": peak, "build_s": first - t0, "first_step_s": warm,
-        "min_for_1000_steps": 1000 * seconds / 60,
+        "min_for_1000_steps": 1000 * seconds / 60, "ops_per_step": ops,
     }
     if args.size == "sd15" and device.startswith("cuda"):
         name = torch.cuda.get_device_name()
@@ -229,6 +247,8 @@ def main() -> None:
     parser.add_argument("--compile-kinds", nargs="+", choices=["plain", "edlora"], default=["plain", "edlora"],
                         help="which steps to measure compiled (each cold compile takes minutes at SD 1.5 size)")
     parser.add_argument("--no-eager", action="store_true", help="skip the eager measurements (compiled ones only)")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="also count the ATen ops of one step (views excluded): a launch-count proxy, also on CPU")
     parser.add_argument("--json", default=None, help="write all results here")
     args = parser.parse_args()
     args.resolution = args.resolution or (512 if args.size == "sd15" else 64)
@@ -239,6 +259,8 @@ def main() -> None:
         ed = measure("edlora", args, bs, dtype)
         results += [plain, ed]
         print(f"batch {bs}: ED-LoRA/plain samples/s ratio {ed['samples_per_s'] / plain['samples_per_s']:.3f}", flush=True)
+        if args.count_ops:
+            print(f"batch {bs}: ATen ops per step: plain {plain['ops_per_step']}, ED-LoRA {ed['ops_per_step']}", flush=True)
         if args.json:
             json.dump(results, open(args.json, "w"), indent=1)
     if args.compile:
