@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import torch
 import lightning.pytorch as pl
@@ -188,14 +190,21 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir
         make_task(tiny_model_dir, tmp_path, gradient_checkpointing=True, attn_reg_weight=0.01)
 
 
-def test_cached_latents_give_the_same_losses_with_fewer_vae_encodes(tiny_model_dir, concept_dir, tmp_path):
-    dm = make_data(concept_dir, batch_size=3, crop_prob=0.0, flip_prob=0.5)
+@pytest.mark.parametrize("crop_prob", [0.0, 0.5])
+def test_cached_latents_give_the_same_losses_with_fewer_vae_encodes(tiny_model_dir, concept_dir, tmp_path, crop_prob):
+    dm = make_data(concept_dir, batch_size=3, crop_prob=crop_prob, flip_prob=0.5)
     dm.setup("fit")
     batches = []
     for epoch in range(3):
+        random.seed(epoch)  # the augmentations
         torch.manual_seed(epoch)
         batches += list(torch.utils.data.DataLoader(dm.dataset, batch_size=3, shuffle=True))
-    assert all(v for b in batches for v in b["view"])
+    views = [v for b in batches for v in b["view"]]
+    if crop_prob == 0:
+        assert all(views)
+    else:  # a mix of cacheable (letterboxed) and randomly cropped samples, also within batches
+        assert any(views) and not all(views)
+        assert any(any(b["view"]) and not all(b["view"]) for b in batches)
     runs = []
     for cache in (False, True):
         task = make_task(tiny_model_dir, tmp_path, cache_latents=cache)
@@ -209,10 +218,10 @@ def test_cached_latents_give_the_same_losses_with_fewer_vae_encodes(tiny_model_d
             with torch.no_grad():
                 losses.append(task.compute_loss(batch)[0])
         runs.append((torch.stack(losses), sum(calls), len(task.latent_cache)))
-    (plain, plain_encoded, _), (cached, cached_encoded, views) = runs
+    (plain, plain_encoded, _), (cached, cached_encoded, cached_views) = runs
     torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-6)
-    assert plain_encoded == sum(len(b["view"]) for b in batches)
-    assert cached_encoded == views < plain_encoded  # each view encoded once
+    assert plain_encoded == len(views)
+    assert cached_encoded == cached_views + views.count("") < plain_encoded  # each view once, crops every time
 
 
 def test_logs_the_loss_and_embedding_norm_each_step(trained):
