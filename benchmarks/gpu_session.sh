@@ -37,15 +37,19 @@ run() {  # run NAME SECONDS ARGS...: one benchmark under a time limit, its outpu
 }
 
 # Order = priority; the limits add up to 570 s (the device tool allows 600 s per command).
+# 0. the GPU-only tests: no synchronisation in the step, nor between logging steps of a Lightning run
+echo "=== gpu tests (limit 45s)" >>"$log"
+timeout 45 python -m pytest -q -s -p no:cacheprovider tests/test_gpu.py tests/test_host_values.py >>"$log" 2>&1
+echo "=== gpu tests: exit $?" >>"$log"
 # 1. eager training steps, ED-LoRA vs plain LoRA, batch 2 and 4 (issue 7)
-run train_eager 120 train_step.py --size $size --device $device --batch-sizes 2 4 --count-ops --json "$results/train_eager.json"
+run train_eager 110 train_step.py --size $size --device $device --batch-sizes 2 4 --count-ops --json "$results/train_eager.json"
 # 2. the fastest configuration at batch 4: UNet and text encoder compiled, latents cached (the VAE idles);
 #    the cold compile takes minutes and is reported as first_step_s
-run train_compiled 260 train_step.py --size $size --device $device --batch-sizes 4 --compile --compile-kinds edlora --no-eager \
+run train_compiled 240 train_step.py --size $size --device $device --batch-sizes 4 --compile --compile-kinds edlora --no-eager \
   --compile-modules unet text_encoder --cache-latents --json "$results/train_compiled.json"
 # 3. sampling, fusion of 14 concepts (closed form: the ≤ 30 s target; L-BFGS was compared on CPU), evaluation and regional sampling at SD 1.5 size (issues 3-6)
-run sampling 55 sampling.py --size $size --device $device --batch-sizes 1 8 --calls 3 --json "$results/sampling.json"
+run sampling 50 sampling.py --size $size --device $device --batch-sizes 1 8 --calls 3 --json "$results/sampling.json"
 run fusion 55 fusion.py --size $size --device $device --concepts 14 --solvers closed_form --json "$results/fusion.json"
-run evaluation 45 evaluation.py --size $size --device $device --batch-size 8 --calls 2 --json "$results/evaluation.json"
-run regional 35 regional.py --size $size --device $device --calls 2 --json "$results/regional.json"
+run evaluation 40 evaluation.py --size $size --device $device --batch-size 8 --calls 2 --json "$results/evaluation.json"
+run regional 30 regional.py --size $size --device $device --calls 2 --json "$results/regional.json"
 echo "done: $results" >>"$log"

@@ -230,3 +230,6 @@ def test_logs_the_loss_and_embedding_norm_each_step(trained):
     assert {"train/loss", "train/embedding_norm"} <= set(metrics)
     assert "train/diffusion_loss" not in metrics  # the only part of the loss: logged once, as train/loss
     assert torch.isfinite(metrics["train/loss"]) and metrics["train/embedding_norm"] > 0
+    # the progress bar's loss is a host copy (off the GPU: this step's)
+    bar = task.trainer.progress_bar_metrics
+    assert set(bar) == {"loss"} and bar["loss"] == pytest.approx(metrics["train/loss"].item())

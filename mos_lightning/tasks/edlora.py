@@ -11,6 +11,7 @@ import torch
 
 from ..attention import AttentionRecorder, install_layerwise_processors
 from ..edlora_file import EDLoRA, ConceptInfo, save_edlora
+from ..host_values import LaggedHostScalar
 from ..losses import attention_regularisation, masked_mse
 from ..lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
 from ..models import BaseModel, cast_frozen, load_base_model
@@ -133,6 +134,7 @@ class EDLoRATask(pl.LightningModule):
         self.latent_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # view → (mean, std)
         self.strict_loading = False  # checkpoints hold only the trainable state (see on_save_checkpoint)
         self.recorder = AttentionRecorder()
+        self.host_loss = LaggedHostScalar()
 
     # ----------------------------------------------------------------- model
     @property
@@ -292,11 +294,17 @@ class EDLoRATask(pl.LightningModule):
         loss, parts = self.compute_loss(batch)
         # Each self.log costs about a millisecond of Python per step (Lightning re-homes its result state
         # on every call): log the parts of the loss only when there is more than one.
-        self.log("train/loss", loss.detach(), prog_bar=True)
+        self.log("train/loss", loss.detach())
         if len(parts) > 1:
             for name, value in parts.items():
                 self.log(f"train/{name}", value)
         self.log("train/embedding_norm", self.concept_tokens.mean_norm().detach())
+        # Lightning reads progress-bar values on the host after every step, which would stall the GPU
+        # queue each step; the bar shows the newest loss already copied to the host instead (on a GPU
+        # usually the previous step's).
+        self.host_loss.push(loss)
+        if self.host_loss.ready is not None:
+            self.log("loss", self.host_loss.ready, prog_bar=True, logger=False)
         return loss
 
     def trainable_groups(self) -> list[dict]:
@@ -312,7 +320,7 @@ class EDLoRATask(pl.LightningModule):
         h = self.hparams
         optimizer = torch.optim.AdamW(
             self.trainable_groups(), betas=tuple(h.betas), weight_decay=h.weight_decay,
-            fused=self.device.type == "cuda",
+            fused=self.device.type in ("cuda", "cpu"),  # one multi-tensor kernel, no per-step host reads
         )
         if h.lr_schedule == "constant":
             return optimizer
