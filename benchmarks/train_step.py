@@ -132,7 +132,7 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
         for name in compile_modules:
             {"unet": base.unet, "text_encoder": base.text_encoder, "vae": base.vae.encoder}[name].compile(mode=compile_mode)
     params = [p for m in (base.unet, base.text_encoder) for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=device.startswith("cuda"))
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=True)  # fused on CPU too: one multi-tensor op, as on GPUs
     batch = make_batch(batch_size, resolution, device, placeholder="sks man")
     ids = tokenize(base.tokenizer, batch["caption"]).to(device)
     alphas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, device=device) ** 2
@@ -168,7 +168,7 @@ def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, u
                             compile_mode=compile_mode, attn_reg_weight=attn_reg)
     task.configure_model()
     task.to(device)
-    opt = torch.optim.AdamW(task.trainable_groups(), weight_decay=0.01, fused=device.startswith("cuda"))
+    opt = torch.optim.AdamW(task.trainable_groups(), weight_decay=0.01, fused=True)  # fused on CPU too: one multi-tensor op, as on GPUs
     batch = make_batch(batch_size, resolution, device)
     batch["view"] = [f"{i}:0" for i in range(batch_size)]  # cacheable views (used with --cache-latents)
 
