@@ -233,3 +233,15 @@ def test_logs_the_loss_and_embedding_norm_each_step(trained):
     # the progress bar's loss is a host copy (off the GPU: this step's)
     bar = task.trainer.progress_bar_metrics
     assert set(bar) == {"loss"} and bar["loss"] == pytest.approx(metrics["train/loss"].item())
+
+
+def test_gradient_accumulation_steps_once_per_cycle(tiny_model_dir, concept_dir, tmp_path):
+    torch.manual_seed(0)
+    task = make_task(tiny_model_dir, tmp_path / "out")
+    stepped = []
+    task.on_before_optimizer_step = lambda optimizer: stepped.append(task.trainer.fit_loop.total_batch_idx)
+    make_trainer(tmp_path, 2, accumulate_grad_batches=2).fit(task, make_data(concept_dir))
+    # 6 images in batches of 2: batches 0+1 make one step; Lightning also steps at the end of an epoch,
+    # so the epoch's last batch (2) makes the second one on its own
+    assert task.global_step == 2 and stepped == [1, 2]
+    assert load_edlora(tmp_path / "out" / "edlora.safetensors").extra["global_step"] == 2
