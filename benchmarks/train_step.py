@@ -139,6 +139,8 @@ def plain_lora_step_fn(size, device, batch_size, resolution, dtype, channels_las
     alphas_cumprod = torch.cumprod(1 - alphas, 0)
 
     def step():
+        if use_compile and compile_mode in ("reduce-overhead", "max-autotune"):
+            torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: the last step's outputs may be overwritten
         with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
             with torch.no_grad():
                 latents = base.vae.encode(batch["pixel_values"].to(base.vae.dtype)).latent_dist.sample() * 0.18215

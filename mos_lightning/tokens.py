@@ -108,7 +108,10 @@ def initial_embedding(initializer: str, tokenizer, text_encoder, generator: torc
     rand = _RAND_INIT.match(initializer)
     if rand:
         std = float(rand.group("std"))
-        return torch.randn(table.shape[1], generator=generator) * std
+        # device named: Lightning runs configure_model under a torch.device("cuda") default, and a CPU
+        # generator cannot draw there
+        device = generator.device if generator is not None else "cpu"
+        return torch.randn(table.shape[1], generator=generator, device=device) * std
     ids = tokenizer(initializer, add_special_tokens=False).input_ids
     if len(ids) != 1:
         raise ValueError(

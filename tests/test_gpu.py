@@ -51,6 +51,19 @@ def test_training_step_never_synchronises(tiny_model_dir, concept_dir, tmp_path,
         torch.cuda.set_sync_debug_mode(0)
 
 
+def test_random_initial_embedding_under_a_cuda_default_device(tiny_model_dir, tmp_path):
+    """Lightning calls configure_model under ``torch.device("cuda")``; the seeded CPU draw must still work
+    (it raised 'Expected a cuda device type for generator' before: every GPU fit with ``<rand-σ>`` failed)."""
+    from mos_lightning.tokens import initial_embedding
+
+    task = make_task(tiny_model_dir, tmp_path)
+    task.configure_model()
+    with torch.device("cuda"):
+        drawn = initial_embedding("<rand-0.013>", task.tokenizer, task.text_encoder, torch.Generator().manual_seed(0))
+    expected = initial_embedding("<rand-0.013>", task.tokenizer, task.text_encoder, torch.Generator().manual_seed(0))
+    assert torch.equal(drawn.cpu(), expected)  # the same seed gives the same embedding on every device
+
+
 class SyncDebugFromStep(pl.Callback):
     """Turns CUDA's sync debugging on (as warnings) from ``start`` on and remembers the current step."""
 

@@ -241,6 +241,10 @@ class EDLoRATask(pl.LightningModule):
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of one batch and its parts (for logging); no logging, no host syncs."""
         h = self.hparams
+        if self._uses_cuda_graphs():
+            # CUDA graphs reuse their output memory on each replay: tell them a new training step begins, so
+            # the previous step's outputs (already consumed) may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.no_grad():
             mean, std = self.posterior(batch)
             latents = mean + std * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)  # = latent_dist.sample()
@@ -272,6 +276,11 @@ class EDLoRATask(pl.LightningModule):
             loss = loss + h.attn_reg_weight * reg
         return loss, parts
 
+    def _uses_cuda_graphs(self) -> bool:
+        h = self.hparams
+        compiles = h.compile_unet or h.compile_text_encoder or h.compile_vae
+        return compiles and h.compile_mode in ("reduce-overhead", "max-autotune")
+
     def posterior(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """VAE posterior mean and std of the batch's pixels, from the latent cache where allowed."""
         pixels = batch["pixel_values"]
@@ -285,7 +294,8 @@ class EDLoRATask(pl.LightningModule):
             if len(todo) < len(views):  # an index built on the host and sent without blocking (no sync)
                 pixels = pixels.index_select(0, torch.tensor(todo).to(pixels.device, non_blocking=True))
             dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
-            fresh = {i: (dist.mean[k], dist.std[k]) for k, i in enumerate(todo)}
+            # clones: a compiled VAE under CUDA graphs overwrites its outputs on the next call
+            fresh = {i: (dist.mean[k].clone(), dist.std[k].clone()) for k, i in enumerate(todo)}
             self.latent_cache.update({views[i]: fresh[i] for i in todo if views[i]})
         pairs = [fresh[i] if i in todo else self.latent_cache[v] for i, v in enumerate(views)]
         return torch.stack([m for m, _ in pairs]), torch.stack([s for _, s in pairs])
