@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Every GPU figure that BENCHMARKS.md still lacks, in at most two runs (9½ min + 3 min) on one H100, so that a
-# session lent a GPU for 15 minutes can measure it all at once (the device tool's runs are limited).
+# Every GPU figure of BENCHMARKS.md, in two device runs (≤ 9½ min + ≤ 4 min) on one H100, so that a session
+# lent a GPU for 15 minutes can measure them all (the device tool's runs are limited to 10 minutes).
 #
 #   bash benchmarks/gpu_session.sh [results-folder]      # default: $OUT (the device tool's), else ./gpu-results
 #
 # Runs from the repository root. If diffusers is missing (the device machines lack it), wheels in .whl/
 # are installed offline into /tmp/site (see ../shared/ENVIRONMENT.md). Each benchmark has its own time
 # limit, so one that hangs or runs long does not cost the others; everything goes to one log, and each
-# benchmark writes its JSON beside it (7 files in all: the device tool returns at most 8).
+# benchmark writes its JSON beside it (at most 8 files: what the device tool returns).
 # A dry run on a CPU: BENCH_SIZE=tiny BENCH_DEVICE=cpu bash benchmarks/gpu_session.sh /tmp/gpu-dry-run
 set -u
 size=${BENCH_SIZE:-sd15}
@@ -36,9 +36,10 @@ run() {  # run NAME SECONDS ARGS...: one benchmark under a time limit, its outpu
   tail -n 3 "$log"
 }
 
-# BENCH_PARTS picks the parts: "train" (issue 7: ≤ 550 s) and/or "others" (sampling, fusion, evaluation,
-# regional: ≤ 175 s), so that the second can run in a later call on the same warm machine. The inductor cache
-# lives in the repository's ignored .inductor-cache/, which a warm device machine keeps between calls.
+# BENCH_PARTS picks the parts: "tests" (≤ 45 s), "train" (issue 7: ≤ 505 s), "others" (sampling, fusion,
+# evaluation, regional: ≤ 175 s) and "smoke" (CUDA graphs on the tiny model, ≤ 60 s); the default runs the
+# first three (over 10 minutes: split them across device calls). The inductor cache lives in the
+# repository's ignored .inductor-cache/, which a warm device machine keeps between calls.
 parts=${BENCH_PARTS:-tests train others}
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.inductor-cache}
 if [[ $parts == *tests* ]]; then
