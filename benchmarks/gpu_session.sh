@@ -37,7 +37,8 @@ run() {  # run NAME SECONDS ARGS...: one benchmark under a time limit, its outpu
 }
 
 # BENCH_PARTS picks the parts: "tests" (≤ 45 s), "train" (issue 7: ≤ 505 s), "others" (sampling, fusion,
-# evaluation, regional: ≤ 175 s) and "smoke" (CUDA graphs on the tiny model, ≤ 60 s); the default runs the
+# evaluation, regional: ≤ 175 s), "smoke" (CUDA graphs on the tiny model, ≤ 60 s) and "demo" (the README's
+# demo chain through the CLI, ≤ 240 s; jsonargparse and its extras travel in .whl/ too); the default runs the
 # first three (over 10 minutes: split them across device calls). The inductor cache lives in the
 # repository's ignored .inductor-cache/, which a warm device machine keeps between calls.
 parts=${BENCH_PARTS:-tests train others}
@@ -70,5 +71,13 @@ fi
 if [[ $parts == *smoke* ]]; then  # CUDA graphs on the tiny model: does the option work (compiles in seconds)?
   run cudagraphs_tiny 60 train_step.py --size tiny --device $device --batch-sizes 4 --compile --compile-kinds edlora \
     --no-eager --compile-modules unet text_encoder --cache-latents --compile-mode reduce-overhead --steps 10
+fi
+if [[ $parts == *demo* ]]; then  # the README's demo chain through the CLI on the GPU: every task's Trainer path
+  bin=$(mktemp -d)  # `mos-lightning` without installing the package (the repository is on PYTHONPATH)
+  printf '#!/bin/sh\nexec python -m mos_lightning "$@"\n' >"$bin/mos-lightning" && chmod +x "$bin/mos-lightning"
+  echo "=== demo (limit 240s)" >>"$log"
+  PATH="$bin:$PATH" timeout 240 bash scripts/demo.sh >>"$log" 2>&1
+  echo "=== demo: exit $?" >>"$log"
+  cp outputs/demo/eval/table.md "$results/demo_table.md" 2>/dev/null
 fi
 echo "done: $results" >>"$log"
