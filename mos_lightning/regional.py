@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from .attention import _to_heads, cross_attention_layers
+from .attention import _to_heads, attention_modules, cross_attention_layers, set_attention_processors
 
 
 @dataclass
@@ -134,8 +134,8 @@ def install_regional_processors(unet, layout: RegionLayout) -> int:
 
     layers = cross_attention_layers(unet)
     index = {name: i for i, name in enumerate(layers)}
-    unet.set_attn_processor({
+    set_attention_processors(unet, {
         name: RegionalCrossAttnProcessor(index[name], len(layers), layout) if name in index else AttnProcessor2_0()
-        for name in unet.attn_processors
+        for name in attention_modules(unet)
     })
     return len(layers)

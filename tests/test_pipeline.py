@@ -99,9 +99,10 @@ def test_concept_names_expand_and_processors_are_restored(pipe, tiny_model_dir):
     pipe.load_edlora(_edlora(tiny_model_dir, "cat"))
     pipe.load_edlora(_edlora(tiny_model_dir, "dog", seed=1))
     assert pipe.expand_concepts(["<cat> and <dog>"]) == ["<cat1> <cat2> and <dog1> <dog2>"]
-    before = {k: type(v) for k, v in pipe.unet.attn_processors.items()}
+    before = pipe.unet.attn_processors  # diffusers' own walk, not our cache
     _sample(pipe, "<cat> and <dog>")
-    assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == before
+    after = pipe.unet.attn_processors
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)  # the very same objects
 
 
 def test_a_fused_folder_brings_its_concepts(pipe, tiny_model_dir, tmp_path):

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
-from ..attention import install_layerwise_processors, num_cross_attention_layers
+from ..attention import (
+    attention_processors, install_layerwise_processors, num_cross_attention_layers, set_attention_processors,
+)
 from ..edlora_file import CONCEPTS_FILE, EDLoRA, load_edlora
 from ..lora import merge_lora, restore
 from ..models import check_compatible
@@ -174,9 +176,9 @@ class EDLoRAPipeline(StableDiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, *args, negative_prompt=DEFAULT_NEGATIVE_PROMPT, **kwargs):
-        previous = self.unet.attn_processors  # put back afterwards: a tuning run may share this UNet
+        previous = attention_processors(self.unet)  # put back afterwards: a tuning run may share this UNet
         install_layerwise_processors(self.unet)  # encode_prompt always yields layer copies
         try:
             return super().__call__(*args, negative_prompt=negative_prompt, **kwargs)
         finally:
-            self.unet.set_attn_processor(previous)
+            set_attention_processors(self.unet, previous)

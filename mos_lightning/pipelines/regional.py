@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..attention import attention_processors, set_attention_processors
 from ..regional import Region, RegionLayout, install_regional_processors
 from .edlora import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline, to_uint8
 
@@ -88,7 +89,7 @@ class RegionalPipeline:
         device = pipe.unet.device
         latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, context.dtype, device, generator)
         pipe.scheduler.set_timesteps(num_inference_steps, device=device)
-        previous = pipe.unet.attn_processors
+        previous = attention_processors(pipe.unet)
         install_regional_processors(pipe.unet, layout)
         try:
             for t in pipe.progress_bar(pipe.scheduler.timesteps):
@@ -102,7 +103,7 @@ class RegionalPipeline:
                     noise = uncond + guidance_scale * (cond - uncond)
                 latents = pipe.scheduler.step(noise, t, latents).prev_sample
         finally:
-            pipe.unet.set_attn_processor(previous)
+            set_attention_processors(pipe.unet, previous)
         image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
         return to_uint8(pipe.image_processor.postprocess(image, output_type="np")[0])
 
