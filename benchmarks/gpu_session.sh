@@ -5,7 +5,11 @@
 #   bash benchmarks/gpu_session.sh [results-folder]      # default: $OUT (the device tool's), else ./gpu-results
 #
 # Runs from the repository root. If diffusers is missing (the device machines lack it), wheels in .whl/
-# are installed offline into /tmp/site (see ../shared/ENVIRONMENT.md). Each benchmark has its own time
+# are installed offline into /tmp/site (see ../shared/ENVIRONMENT.md). .whl/ is ignored by git; to fill it:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1 importlib_metadata==10.2.0 \
+#     open_clip_torch==3.3.0 jsonargparse==4.53.0 docstring_parser==0.18.0 typeshed_client==2.15.0
+# (jsonargparse and its two extras only for the "demo" part's CLI). Each benchmark has its own time
 # limit, so one that hangs or runs long does not cost the others; everything goes to one log, and each
 # benchmark writes its JSON beside it (at most 8 files: what the device tool returns).
 # A dry run on a CPU: BENCH_SIZE=tiny BENCH_DEVICE=cpu bash benchmarks/gpu_session.sh /tmp/gpu-dry-run
