@@ -24,7 +24,7 @@ from torch import nn
 
 from mos_lightning.attention import num_cross_attention_layers
 from mos_lightning.edlora_file import ConceptInfo, EDLoRA
-from mos_lightning.fusion import Fuser, FusionSettings
+from mos_lightning.fusion import ClosedForm, Fuser, FusionSettings, LBFGS
 from mos_lightning.fusion.concepts import FusionConcept
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS
 from mos_lightning.pipelines import EDLoRAPipeline
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DPM-Solver steps of each concept's trajectory")
     parser.add_argument("--text-encoder-iterations", type=int, default=500)
     parser.add_argument("--unet-iterations", type=int, default=50)
-    parser.add_argument("--ridge", type=float, default=FusionSettings.ridge, help="closed-form ridge (relative)")
+    parser.add_argument("--ridge", type=float, default=ClosedForm().ridge, help="closed-form ridge (relative)")
     parser.add_argument("--solvers", nargs="+", choices=("closed_form", "lbfgs"), default=["closed_form", "lbfgs"])
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -75,8 +75,9 @@ def main() -> None:
     base = build_components(args.size, args.device)
     pipe = pipeline(EDLoRAPipeline, base, args.device, dtype)
     concepts = random_concepts(base, args.concepts, num_cross_attention_layers(base.unet))
-    settings = FusionSettings(num_inference_steps=args.steps, ridge=args.ridge, text_encoder_iterations=args.text_encoder_iterations,
-                              unet_iterations=args.unet_iterations)
+    settings = FusionSettings(num_inference_steps=args.steps)
+    solvers = {"closed_form": ClosedForm(args.ridge),
+               "lbfgs": LBFGS(args.text_encoder_iterations, args.unet_iterations)}
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     timing: dict[str, float] = {}
@@ -94,7 +95,7 @@ def main() -> None:
         timed("statistics_s", lambda: fuser.collect(index))
     results = {}
     for solver in args.solvers:
-        fuser.settings.solver = solver
+        fuser.settings.solver = solvers[solver]
         fuser.sums["kv"] = type(fuser.sums["kv"])()  # k/v statistics depend on this solver's text encoder
         rows = {"text_encoder": timed(f"{solver}_text_encoder_solve_s", lambda: fuser.solve("text_encoder"))}
         for index in range(len(concepts)):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora
+from mos_lightning.losses import AttentionRegularisation, DiffusionLoss
 from mos_lightning.models import BaseModel, cast_frozen
 from mos_lightning.tasks import EDLoRATask
 from mos_lightning.tiny import build_clip_tokenizer, build_tiny_pipeline
@@ -167,7 +168,8 @@ def edlora_step_fn(size, device, batch_size, resolution, dtype, channels_last, u
                             compile_unet=use_compile and "unet" in compile_modules,
                             compile_text_encoder=use_compile and "text_encoder" in compile_modules,
                             compile_vae=use_compile and "vae" in compile_modules,
-                            compile_mode=compile_mode, attn_reg_weight=attn_reg)
+                            compile_mode=compile_mode,
+                            losses=[DiffusionLoss(mask_loss=attn_reg > 0)] + ([AttentionRegularisation(attn_reg)] if attn_reg else []))
     task.configure_model()
     task.to(device)
     opt = torch.optim.AdamW(task.trainable_groups(), weight_decay=0.01, fused=True)  # fused on CPU too: one multi-tensor op, as on GPUs

@@ -101,7 +101,7 @@ class SampleLogger(Callback):
             with torch.random.fork_rng(devices=devices), trainer.precision_plugin.forward_context():
                 pl_module.eval()
                 for scale in self.scales:
-                    with scaled_lora([pl_module.unet, pl_module.text_encoder], scale):
+                    with scaled_lora([pipe.unet, pipe.text_encoder], scale):
                         columns.append(pipe.sample([p for p, _ in rows], [s for _, s in rows], self.negative_prompt,
                                                    **self.sampling))
         finally:

@@ -7,6 +7,7 @@ import torch
 
 from mos_lightning.data import ConceptDataModule
 from mos_lightning.edlora_file import ConceptInfo, EDLoRA
+from mos_lightning.losses import AttentionRegularisation, DiffusionLoss
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
 from mos_lightning.models import load_base_model
 from mos_lightning.tasks import EDLoRATask
@@ -14,8 +15,14 @@ from mos_lightning.tasks import EDLoRATask
 FAST_LRS = {"embedding_lr": 5e-3, "text_encoder_lr": 1e-3, "unet_lr": 1e-3}
 
 
-def make_task(tiny_model_dir, out_dir, **overrides) -> EDLoRATask:
+def loss_terms(mask_loss: bool = False, attn_reg_weight: float = 0.0) -> list:
+    """The loss list for the reference's two switches (mask loss, attention regularisation weight)."""
+    return [DiffusionLoss(mask_loss=mask_loss)] + ([AttentionRegularisation(attn_reg_weight)] if attn_reg_weight else [])
+
+
+def make_task(tiny_model_dir, out_dir, mask_loss=False, attn_reg_weight=0.0, **overrides) -> EDLoRATask:
     kwargs = dict(
+        losses=loss_terms(mask_loss, attn_reg_weight),
         base_model=str(tiny_model_dir),
         concept_name="redball",
         tokens=("<redball1>", "<redball2>"),

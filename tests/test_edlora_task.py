@@ -53,7 +53,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_model_dir, concept_dir, tmp_path):
 def test_only_concept_embeddings_and_lora_change(trained, tiny_model_dir):
     task, _ = trained
     fresh = load_base_model(str(tiny_model_dir))
-    for name, module in (("unet", task.unet), ("text_encoder", task.text_encoder), ("vae", task.vae)):
+    for name, module in (("unet", task.model.unet), ("text_encoder", task.model.text_encoder), ("vae", task.model.vae)):
         reference = getattr(fresh, name).state_dict()
         for key, value in module.state_dict().items():
             if "lora_" in key:
@@ -66,12 +66,12 @@ def test_only_concept_embeddings_and_lora_change(trained, tiny_model_dir):
             assert torch.equal(value, reference[key]), f"{name}.{key} changed"
     # the trainable parts did move
     # At 64 px the mid block is 1x1, where self-attention's softmax is constant: its q/k get no gradient.
-    lora_b = [p for n, p in task.unet.named_parameters() if "lora_B" in n and "mid_block.attentions.0.transformer_blocks.0.attn1.to_" not in n]
+    lora_b = [p for n, p in task.model.unet.named_parameters() if "lora_B" in n and "mid_block.attentions.0.transformer_blocks.0.attn1.to_" not in n]
     assert len(lora_b) == 128 - 4 and all(p.abs().sum() > 0 for p in lora_b)
-    te_b = [p for n, p in task.text_encoder.named_parameters() if "lora_B" in n]
+    te_b = [p for n, p in task.model.text_encoder.named_parameters() if "lora_B" in n]
     assert te_b and any(p.abs().sum() > 0 for p in te_b)
     init = torch.stack([torch.randn(32, generator=torch.Generator().manual_seed(0)) * 0.013])
-    assert not torch.allclose(task.concept_tokens.weight[0, 0], init[0])
+    assert not torch.allclose(task.model.concept_tokens.weight[0, 0], init[0])
 
 
 def test_end_of_fit_writes_edlora_file_that_reloads_exactly(trained):
@@ -80,8 +80,8 @@ def test_end_of_fit_writes_edlora_file_that_reloads_exactly(trained):
     assert edlora.concepts["redball"].tokens == ["<redball1>", "<redball2>"]
     assert edlora.concepts["redball"].class_word == "ball"
     assert edlora.num_layers == 16 and edlora.rank == 4 and edlora.alpha == 1.0
-    assert torch.equal(edlora.embeddings["<redball2>"], task.concept_tokens.weight[1].detach())
-    live = dict(task.unet.named_parameters())
+    assert torch.equal(edlora.embeddings["<redball2>"], task.model.concept_tokens.weight[1].detach())
+    live = dict(task.model.unet.named_parameters())
     for key, value in edlora.unet_lora.items():
         assert torch.equal(value, live[key.replace(".weight", ".edlora.weight")].detach())
     assert len(edlora.text_encoder_lora) == 2 * 4 * 2  # q,k,v,out × A,B × 2 layers
@@ -92,16 +92,16 @@ def test_embedding_norm_guard_stops_embedding_updates(tiny_model_dir, tmp_path):
 
     task = make_task(tiny_model_dir, tmp_path, max_embedding_norm=0.0)
     task.configure_model()
-    start = task.concept_tokens.weight.detach().clone()
+    start = task.model.concept_tokens.weight.detach().clone()
     make_trainer(tmp_path, 3).fit(task, make_data(DEMO_CONCEPTS / "redball"))
-    assert torch.equal(task.concept_tokens.weight.detach(), start)
-    assert any(p.abs().sum() > 0 for n, p in task.unet.named_parameters() if "lora_B" in n)
+    assert torch.equal(task.model.concept_tokens.weight.detach(), start)
+    assert any(p.abs().sum() > 0 for n, p in task.model.unet.named_parameters() if "lora_B" in n)
 
 
 def test_baseline_switches(tiny_model_dir, tmp_path):
     lora_baseline = make_task(tiny_model_dir, tmp_path, layerwise=False)
     lora_baseline.configure_model()
-    assert lora_baseline.concept_tokens.weight.shape == (2, 1, 32)
+    assert lora_baseline.model.concept_tokens.weight.shape == (2, 1, 32)
     p_plus = make_task(tiny_model_dir, tmp_path, lora_rank=0)
     p_plus.configure_model()
     assert [g["name"] for g in p_plus.trainable_groups()] == ["embeddings"]
@@ -115,8 +115,8 @@ def test_mask_loss_and_attention_regularisation_train(tiny_model_dir, concept_di
     torch.manual_seed(0)
     loss = task.compute_loss(batch)[0]
     loss.backward()
-    assert task.concept_tokens.weight.grad.abs().sum() > 0
-    assert not task.recorder.maps and not task.recorder.active
+    assert task.model.concept_tokens.weight.grad.abs().sum() > 0
+    assert not task.model.recorder.maps and not task.model.recorder.active
 
 
 def test_attention_regularisation_values():
@@ -126,11 +126,12 @@ def test_attention_regularisation_values():
     maps = torch.zeros(1, 16, 3)
     maps[0, :, 1] = inside[0]  # token at position 1 attends exactly to the mask
     maps[0, :, 2] = inside[0]
-    positions = torch.zeros(1, 3, 2)
-    positions[0, 1, 0] = positions[0, 2, 1] = 1
-    assert attention_regularisation({0: maps}, positions, mask).item() == pytest.approx(0.0)
+    positions = torch.tensor([[False, True, True]])
+    assert attention_regularisation({0: maps}, positions, mask, weight=1.0).item() == pytest.approx(0.0)
     maps[0, :, 1] = 1 - inside[0]  # first token entirely outside: mean outside = 1
-    assert attention_regularisation({0: maps}, positions, mask).item() == pytest.approx(1.0)
+    assert attention_regularisation({0: maps}, positions, mask, weight=1.0).item() == pytest.approx(1.0)
+    maps[0, :, 1] = 0.5 * (1 - inside[0])  # maps are divided by their maximum: the same
+    assert attention_regularisation({0: maps}, positions, mask, weight=0.5).item() == pytest.approx(0.5)
 
 
 def test_masks_required_for_mask_loss(tiny_model_dir, tmp_path):
@@ -143,7 +144,7 @@ def test_masks_required_for_mask_loss(tiny_model_dir, tmp_path):
     task = make_task(tiny_model_dir, tmp_path, mask_loss=True)
     with pytest.raises(ValueError, match="mask"):
         make_trainer(tmp_path, 1).fit(task, make_data(data))
-    assert not hasattr(task, "unet"), "the base model must not be loaded before the data check"
+    assert task.model is None, "the base model must not be loaded before the data check"
 
 
 def test_bad_arguments_raise_before_loading(tiny_model_dir, tmp_path):
@@ -158,14 +159,14 @@ def test_bad_arguments_raise_before_loading(tiny_model_dir, tmp_path):
 def test_half_precision_frozen_weights_keep_trainable_state_in_fp32(tiny_model_dir, concept_dir, tmp_path):
     task = make_task(tiny_model_dir, tmp_path, frozen_dtype="bfloat16")
     task.configure_model()
-    frozen = [p for m in (task.unet, task.text_encoder, task.vae) for p in m.parameters() if not p.requires_grad]
+    frozen = [p for m in (task.model.unet, task.model.text_encoder, task.model.vae) for p in m.parameters() if not p.requires_grad]
     trainable = [p for g in task.trainable_groups() for p in g["params"]]
     assert all(p.dtype == torch.bfloat16 for p in frozen)
     assert trainable and all(p.dtype == torch.float32 for p in trainable)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = task.compute_loss(_fixed_batch(concept_dir))[0]
     loss.backward()
-    assert torch.isfinite(loss) and task.concept_tokens.weight.grad.abs().sum() > 0
+    assert torch.isfinite(loss) and task.model.concept_tokens.weight.grad.abs().sum() > 0
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir, concept_dir, tmp_path):
@@ -179,7 +180,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir
         loss = task.compute_loss(batch)[0]
         loss.backward()
         grads = {n: p.grad.clone() for n, p in task.named_parameters() if p.requires_grad}
-        results.append((loss.detach(), grads, task.unet.is_gradient_checkpointing and task.text_encoder.training))
+        results.append((loss.detach(), grads, task.model.unet.is_gradient_checkpointing and task.model.text_encoder.training))
     (loss_a, grads_a, on_a), (loss_b, grads_b, on_b) = results
     assert not on_a and on_b
     torch.testing.assert_close(loss_a, loss_b)
@@ -211,13 +212,13 @@ def test_cached_latents_give_the_same_losses_with_fewer_vae_encodes(tiny_model_d
         torch.manual_seed(0)  # the LoRA initialisation
         task.configure_model()
         calls = []
-        task.vae.encoder.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+        task.model.vae.encoder.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
         losses = []
         for step, batch in enumerate(batches):
             torch.manual_seed(100 + step)
             with torch.no_grad():
                 losses.append(task.compute_loss(batch)[0])
-        runs.append((torch.stack(losses), sum(calls), len(task.latent_cache)))
+        runs.append((torch.stack(losses), sum(calls), len(task.model.latent_cache)))
     (plain, plain_encoded, _), (cached, cached_encoded, cached_views) = runs
     torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-6)
     assert plain_encoded == len(views)

@@ -79,12 +79,16 @@ def test_lbfgs_solver_reaches_the_closed_form_objective(tiny_model_dir, tmp_path
     files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
              for i, n in enumerate(("cat", "dog"))]
     reports = {}
-    for solver in ("closed_form", "lbfgs"):
-        build_cli(fuse_args(tiny_model_dir, files, tmp_path / solver, "--model.init_args.solver", solver,
-                            "--model.init_args.num_inference_steps", "3",
-                            "--model.init_args.text_encoder_iterations", "100",
-                            "--model.init_args.unet_iterations", "100"))
+    solvers = {"closed_form": ["--model.init_args.solver", "ClosedForm"],
+               "lbfgs": ["--model.init_args.solver", "mos_lightning.fusion.LBFGS",
+                         "--model.init_args.solver.init_args.text_encoder_iterations", "100",
+                         "--model.init_args.solver.init_args.unet_iterations", "100"]}
+    for solver, args in solvers.items():
+        build_cli(fuse_args(tiny_model_dir, files, tmp_path / solver, *args, "--model.init_args.num_inference_steps", "3"))
         reports[solver] = json.loads((tmp_path / solver / "fusion_report.json").read_text())
+    assert reports["lbfgs"]["solver"] == {"class_path": "mos_lightning.fusion.solvers.LBFGS", "init_args": {
+        "text_encoder_iterations": 100, "unet_iterations": 100, "history_size": 10, "tolerance_grad": 1e-12,
+        "tolerance_change": 1e-15}}
     for stage in ("text_encoder", "kv", "spatial"):
         exact_rows, iterative_rows = reports["closed_form"]["layers"][stage], reports["lbfgs"]["layers"][stage]
         for exact, iterative in zip(exact_rows, iterative_rows):

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from mos_lightning.fusion import FusionSums, GramRecorder, closed_form, lbfgs, naive_merge, objective
+from mos_lightning.fusion import (ClosedForm, FusionSums, GramRecorder, LayerProblem, NaiveAverage, NaiveSum, closed_form,
+                                  lbfgs, naive_merge, objective)
 
 
 def sums_for(w0, weights, inputs):
@@ -79,3 +80,16 @@ def test_recorder_shares_grams_of_shared_inputs_and_always_removes_its_hooks():
         with GramRecorder(attn, names):
             raise RuntimeError("boom")
     assert all(not attn.get_submodule(n)._forward_pre_hooks for n in names)
+
+
+def test_solver_components_see_the_layer_problem():
+    w0, weights, inputs = problem()
+    gram, cross, energy, rows = sums_for(w0, weights, inputs)
+    naive = naive_merge(w0, [w - w0 for w in weights])
+    layer = LayerProblem("0", "spatial", w0, gram, cross, energy, rows, naive, len(weights))
+    torch.testing.assert_close(ClosedForm(1e-12)(layer), closed_form(w0, gram, cross, ridge=1e-12))
+    assert torch.equal(NaiveSum()(layer), naive)
+    torch.testing.assert_close(NaiveAverage()(layer), w0 + sum(w - w0 for w in weights) / 3)
+    assert layer.objective(ClosedForm()(layer)) < layer.objective(NaiveAverage()(layer)) < layer.objective(w0)
+    with pytest.raises(ValueError, match="ridge must be > 0"):
+        ClosedForm(ridge=0)

@@ -59,8 +59,8 @@ def test_random_initial_embedding_under_a_cuda_default_device(tiny_model_dir, tm
     task = make_task(tiny_model_dir, tmp_path)
     task.configure_model()
     with torch.device("cuda"):
-        drawn = initial_embedding("<rand-0.013>", task.tokenizer, task.text_encoder, torch.Generator().manual_seed(0))
-    expected = initial_embedding("<rand-0.013>", task.tokenizer, task.text_encoder, torch.Generator().manual_seed(0))
+        drawn = initial_embedding("<rand-0.013>", task.model.tokenizer, task.model.text_encoder, torch.Generator().manual_seed(0))
+    expected = initial_embedding("<rand-0.013>", task.model.tokenizer, task.model.text_encoder, torch.Generator().manual_seed(0))
     assert torch.equal(drawn.cpu(), expected)  # the same seed gives the same embedding on every device
 
 

@@ -43,7 +43,7 @@ def test_training_step_reads_nothing_back_to_the_host(tiny_model_dir, concept_di
     task.configure_model()
     batch = _batch(concept_dir)
     optimizer = torch.optim.AdamW(task.trainable_groups(), fused=True)  # fused: as on GPUs (no step.item())
-    weight = task.concept_tokens.weight
+    weight = task.model.concept_tokens.weight
     with HostReadAudit() as audit:
         loss, parts = task.compute_loss(batch)
         loss.backward()
@@ -60,12 +60,12 @@ def test_training_step_reads_nothing_back_to_the_host(tiny_model_dir, concept_di
 def test_unet_with_lora_and_layerwise_attention_compiles_as_one_graph(tiny_model_dir, tmp_path, record_maps):
     task = make_task(tiny_model_dir, tmp_path)
     task.configure_model()
-    text, _ = task.encode(["a photo of <TOK>", "<TOK> on the beach"])
+    text, _ = task.model.encode(["a photo of <TOK>", "<TOK> on the beach"])
     latents = torch.randn(2, 4, 8, 8)
     timesteps = torch.tensor([3, 500])
-    task.recorder.active = record_maps
+    task.model.recorder.active = record_maps
     torch._dynamo.reset()
-    explained = torch._dynamo.explain(task.unet)(latents, timesteps, text)
+    explained = torch._dynamo.explain(task.model.unet)(latents, timesteps, text)
     assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
     assert explained.graph_count == 1
 
@@ -76,20 +76,20 @@ def test_compiled_text_encoder_swaps_in_the_current_concept_embeddings_without_r
     task = make_task(tiny_model_dir, tmp_path)
     task.configure_model()
     prompts = ["a photo of <TOK>", "<TOK> on the beach"]
-    weight = task.concept_tokens.weight
+    weight = task.model.concept_tokens.weight
     with torch.no_grad():
         weight.normal_()
-        eager, _ = task.encode(prompts)
+        eager, _ = task.model.encode(prompts)
         weight.mul_(2)  # as a training step would: new embeddings for the per-call hook to swap in
-        eager_after_step, _ = task.encode(prompts)
+        eager_after_step, _ = task.model.encode(prompts)
         weight.div_(2)  # exactly back
     torch._dynamo.reset()
     counters.clear()
-    task.text_encoder.compile(backend="eager")  # dynamo's capture (guards, graph breaks) without inductor's minutes
+    task.model.text_encoder.compile(backend="eager")  # dynamo's capture (guards, graph breaks) without inductor's minutes
     with torch.no_grad():
-        compiled, _ = task.encode(prompts)
+        compiled, _ = task.model.encode(prompts)
         weight.mul_(2)
-        compiled_after_step, _ = task.encode(prompts)
+        compiled_after_step, _ = task.model.encode(prompts)
     torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
     torch.testing.assert_close(compiled_after_step, eager_after_step, rtol=0, atol=0)
     assert not torch.equal(compiled, compiled_after_step)
@@ -100,5 +100,5 @@ def test_vae_encoder_compiles_as_one_graph(tiny_model_dir, tmp_path):
     task = make_task(tiny_model_dir, tmp_path)
     task.configure_model()
     torch._dynamo.reset()
-    explained = torch._dynamo.explain(task.vae.encoder)(torch.randn(2, 3, 64, 64))
+    explained = torch._dynamo.explain(task.model.vae.encoder)(torch.randn(2, 3, 64, 64))
     assert explained.graph_break_count == 0 and explained.graph_count == 1

@@ -2,10 +2,11 @@
 
 from .concepts import ConceptSpec, FusionConcept, load_concepts
 from .fuser import STAGES, Fuser, FusionSettings
-from .solvers import closed_form, lbfgs, naive_merge, objective
+from .solvers import (LBFGS, ClosedForm, FusionSolver, LayerProblem, NaiveAverage, NaiveSum, closed_form, lbfgs,
+                      naive_merge, objective)
 from .stats import ConceptGrams, FusionSums, GramRecorder, all_reduce_sums
 
 __all__ = [
-    "STAGES", "ConceptGrams", "ConceptSpec", "Fuser", "FusionConcept", "FusionSettings", "FusionSums",
-    "GramRecorder", "all_reduce_sums", "closed_form", "lbfgs", "load_concepts", "naive_merge", "objective",
+    "LBFGS", "STAGES", "ClosedForm", "ConceptGrams", "ConceptSpec", "Fuser", "FusionConcept", "FusionSettings",
+    "FusionSolver", "FusionSums", "GramRecorder", "LayerProblem", "NaiveAverage", "NaiveSum", "all_reduce_sums", "closed_form", "lbfgs", "load_concepts", "naive_merge", "objective",
 ]

@@ -32,7 +32,7 @@ from ..models import check_compatible
 from ..pipelines import EDLoRAPipeline, make_scheduler
 from ..tokens import tokenize
 from .concepts import FusionConcept
-from .solvers import Solver, closed_form, lbfgs, naive_merge, objective
+from .solvers import ClosedForm, FusionSolver, LayerProblem, naive_merge, objective
 from .stats import ConceptGrams, FusionSums, GramRecorder
 
 Part = Literal["text_encoder", "unet"]
@@ -43,10 +43,7 @@ STAGES = ("text_encoder", "kv", "spatial")
 class FusionSettings:
     """How statistics are gathered and layers solved (defaults: the paper's, with our exact solver)."""
 
-    solver: Solver = "closed_form"
-    ridge: float = 1e-5
-    text_encoder_iterations: int = 500
-    unet_iterations: int = 50
+    solver: FusionSolver = field(default_factory=ClosedForm)
     text_prompts: list[str] = field(default_factory=lambda: ["photo of a <TOK>", "<TOK>"])
     spatial_prompts: list[str] = field(default_factory=lambda: ["photo of a <TOK>"])
     spatial_seeds: list[int] = field(default_factory=lambda: [0])
@@ -288,9 +285,7 @@ class Fuser:
     # -------------------------------------------------------------- solve
     def solve(self, stage: str, progress: bool = False) -> list[dict]:
         """Fuse every layer of ``stage`` from the (already summed) statistics; return per-layer report rows."""
-        s = self.settings
         part: Part = "text_encoder" if stage == "text_encoder" else "unet"
-        iterations = s.text_encoder_iterations if part == "text_encoder" else s.unet_iterations
         sums, rows = self.sums[stage], []
         fused = self.fused.setdefault(part, {})
         naive = self.naive.setdefault(part, {})
@@ -299,12 +294,8 @@ class Fuser:
             w0 = self.base[part][name].to(gram.device)
             start = time.perf_counter()
             naive_w = naive_merge(w0, [self.delta_sum[part][name]]).to(gram.device)
-            if s.solver == "closed_form":
-                weight = closed_form(w0, gram, cross, s.ridge)
-            elif s.solver == "lbfgs":
-                weight = lbfgs(w0, gram, cross, energy, count, iterations)
-            else:
-                weight = naive_w
+            problem = LayerProblem(name, stage, w0, gram, cross, energy, count, naive_w, len(self.concepts))
+            weight = self.settings.solver(problem).to(gram.device, gram.dtype)
             seconds = time.perf_counter() - start
             f, f_naive = (float(objective(w, w0, gram, cross, energy)) for w in (weight, naive_w))
             fused[name], naive[name] = weight.float(), naive_w.float()

@@ -9,13 +9,12 @@ from typing import Literal
 import lightning.pytorch as pl
 import torch
 
-from ..attention import AttentionRecorder, install_layerwise_processors
+from ..components import describe
 from ..edlora_file import EDLoRA, ConceptInfo, save_edlora
+from ..edlora_model import EDLoRAModel
 from ..host_values import LaggedHostScalar
-from ..losses import attention_regularisation, masked_mse
-from ..lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
+from ..losses import DiffusionLoss, LossTerm
 from ..models import BaseModel, cast_frozen, load_base_model
-from ..tokens import create_layerwise_tokens, encode_prompts, initial_embedding, tokenize
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -34,9 +33,11 @@ def offset_seeds_by_rank(rank: int) -> None:
 class EDLoRATask(pl.LightningModule):
     """Tunes one concept: layer-wise token embeddings plus rank-r LoRA on UNet and text-encoder attention.
 
-    The base model is loaded in :meth:`configure_model` (after the data has been validated). Only the
-    concept's embeddings and the LoRA weights train; the base weights and every other embedding row
-    stay bit-identical. At the end of ``fit`` rank 0 writes ``<output_dir>/edlora.safetensors``.
+    The model (:class:`~mos_lightning.edlora_model.EDLoRAModel`, ``self.model``) is built in
+    :meth:`configure_model`, after the data has been validated; the loss is the sum of ``losses`` on its
+    step output. Only the concept's embeddings and the LoRA weights train; the base weights and every
+    other embedding row stay bit-identical. At the end of ``fit`` rank 0 writes
+    ``<output_dir>/edlora.safetensors``.
     """
 
     def __init__(
@@ -58,8 +59,7 @@ class EDLoRATask(pl.LightningModule):
         lr_schedule: Literal["linear", "constant"] = "linear",
         noise_offset: float = 0.01,
         prediction_type: Literal["epsilon", "v_prediction"] | None = None,
-        mask_loss: bool = False,
-        attn_reg_weight: float = 0.0,
+        losses: list[LossTerm] | None = None,
         max_embedding_norm: float | None = 0.55,
         init_seed: int = 0,
         frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
@@ -93,14 +93,16 @@ class EDLoRATask(pl.LightningModule):
             lr_schedule: ``linear`` decays every group's rate to 0 at ``trainer.max_steps``; ``constant`` keeps it.
             noise_offset: Adds ``noise_offset * randn(B, C, 1, 1)`` to the noise.
             prediction_type: Override the scheduler's prediction type (default: the base model's).
-            mask_loss: Weight the loss by the foreground masks (needs masks); otherwise by the letterbox validity mask.
-            attn_reg_weight: Weight of the cross-attention regularisation (paper: 0.01; needs masks; 0 disables).
+            losses: The loss terms, summed (``class_path`` + ``init_args`` each, see :mod:`mos_lightning.losses`);
+                default ``[DiffusionLoss()]``: the MSE weighted by the letterbox validity mask. The reference's
+                recipe for characters: ``DiffusionLoss(mask_loss=True)`` (needs masks); its optional regulariser:
+                ``AttentionRegularisation(weight=0.01)`` (needs masks).
             max_embedding_norm: Concept embeddings stop updating once their mean norm reaches this (None disables).
             init_seed: Seed of the random token initialisation.
             frozen_dtype: Storage dtype of the frozen base weights (``bfloat16`` halves memory on GPUs; use it
                 with ``trainer.precision: bf16-mixed``). Trainable tensors and optimizer state stay float32.
             gradient_checkpointing: Recompute UNet and text-encoder activations in the backward pass: less memory
-                for small GPUs, about 30 % more time per step. Not with ``attn_reg_weight`` > 0.
+                for small GPUs, about 30 % more time per step. Not with a term that reads attention maps.
             compile_unet: ``torch.compile`` the UNet (in place): faster steps on GPUs after a one-time compile of a few
                 minutes (inductor caches it on disk for later runs); pays off for long runs only.
             compile_text_encoder: ``torch.compile`` the text encoder too: it runs one copy per cross-attention layer
@@ -127,20 +129,25 @@ class EDLoRATask(pl.LightningModule):
             raise ValueError("placeholder must be a non-empty string such as '<TOK>'")
         if lora_rank < 0:
             raise ValueError("lora_rank must be >= 0")
-        if gradient_checkpointing and attn_reg_weight > 0:
-            raise ValueError("gradient_checkpointing cannot be combined with attn_reg_weight > 0: the recomputed "
-                             "forward would not record the attention maps again; turn one of them off")
-        self.save_hyperparameters()
-        self.latent_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # view → (mean, std)
+        self.losses = list(losses) if losses is not None else [DiffusionLoss()]
+        if not self.losses:
+            raise ValueError("losses is empty: give at least one loss term, e.g. mos_lightning.losses.DiffusionLoss")
+        # log names: each term's name, numbered where several terms share one
+        names = [term.name for term in self.losses]
+        self.loss_names = [f"{n}_{names[:i].count(n) + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+        self.record_attention = any(term.needs_attention_maps for term in self.losses)
+        if gradient_checkpointing and self.record_attention:
+            raise ValueError("gradient_checkpointing cannot be combined with a loss term that reads attention maps "
+                             "(AttentionRegularisation): the recomputed forward would not record them again; "
+                             "turn one of them off")
+        # Loss terms are objects: the checkpoint keeps their description, not the objects (no pickle in files).
+        self.save_hyperparameters(ignore=["losses"])
+        self.hparams["losses"] = [describe(term) for term in self.losses]
         self.strict_loading = False  # checkpoints hold only the trainable state (see on_save_checkpoint)
-        self.recorder = AttentionRecorder()
         self.host_loss = LaggedHostScalar()
+        self.model: EDLoRAModel | None = None
 
     # ----------------------------------------------------------------- model
-    @property
-    def token_string(self) -> str:
-        return " ".join(self.hparams.tokens)
-
     @property
     def concept_class_word(self) -> str | None:
         if self.hparams.class_word:
@@ -152,175 +159,107 @@ class EDLoRATask(pl.LightningModule):
         return load_base_model(self.hparams.base_model)
 
     def configure_model(self) -> None:
-        if hasattr(self, "unet"):
+        if self.model is not None:
             return
         h = self.hparams
-        from diffusers import DDPMScheduler
-
-        base = self.load_base()
-        self.tokenizer, self.text_encoder, self.unet, self.vae = base.tokenizer, base.text_encoder, base.unet, base.vae
-        self.noise_scheduler = DDPMScheduler.from_config(
-            base.scheduler_config, **({"prediction_type": h.prediction_type} if h.prediction_type else {})
+        self.model = model = EDLoRAModel(
+            self.load_base(), h.tokens, h.initializers, layerwise=h.layerwise, lora_rank=h.lora_rank,
+            lora_alpha=h.lora_alpha, noise_offset=h.noise_offset, prediction_type=h.prediction_type,
+            init_seed=h.init_seed, cache_latents=h.cache_latents,
         )
-        self.num_layers = install_layerwise_processors(self.unet, self.recorder)
-        generator = torch.Generator().manual_seed(h.init_seed)
-        initial = torch.stack(
-            [initial_embedding(init, self.tokenizer, self.text_encoder, generator) for init in h.initializers]
-        )
-        copies = self.num_layers if h.layerwise else 1
-        self.concept_tokens = create_layerwise_tokens(
-            self.tokenizer, self.text_encoder, h.tokens, initial[:, None].repeat(1, copies, 1)
-        )
-        if h.lora_rank > 0:
-            add_lora(self.unet, UNET_TARGETS, h.lora_rank, h.lora_alpha)
-            add_lora(self.text_encoder, TEXT_ENCODER_TARGETS, h.lora_rank, h.lora_alpha)
-        cast_frozen((self.unet, self.text_encoder, self.vae), getattr(torch, h.frozen_dtype))
+        cast_frozen((model.unet, model.text_encoder, model.vae), getattr(torch, h.frozen_dtype))
         if h.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-            self.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            self.text_encoder.train()  # transformers checkpoints only in train mode (CLIP's dropout rates are 0)
+            model.unet.enable_gradient_checkpointing()
+            model.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.text_encoder.train()  # transformers checkpoints only in train mode (CLIP's dropout rates are 0)
         if h.channels_last:
-            self.unet.to(memory_format=torch.channels_last)
+            model.unet.to(memory_format=torch.channels_last)
         compiled = (
-            (h.compile_unet, self.unet), (h.compile_text_encoder, self.text_encoder), (h.compile_vae, self.vae.encoder)
+            (h.compile_unet, model.unet), (h.compile_text_encoder, model.text_encoder), (h.compile_vae, model.vae.encoder)
         )
         for wanted, module in compiled:
             if wanted:
                 module.compile(mode=h.compile_mode)  # in place: module names and checkpoint keys stay the same
 
     def setup(self, stage: str) -> None:
-        needs_masks = self.hparams.mask_loss or self.hparams.attn_reg_weight > 0
         dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
-        if needs_masks and dataset is not None and not dataset.has_masks:
+        needing = [type(term).__name__ for term in self.losses if term.needs_masks]
+        if needing and dataset is not None and not dataset.has_masks:
             raise ValueError(
-                "mask_loss / attn_reg_weight need a mask for every image: give the data module a mask_dir "
-                "(or a masks/ folder beside the images), or turn them off"
+                f"loss terms {needing} need a mask for every image: give the data module a mask_dir "
+                "(or a masks/ folder beside the images), or drop them"
             )
-        self._check_ddp_settings()
-
-    def _check_ddp_settings(self) -> None:
-        # DDP(static_graph=True) with gradient accumulation (no_sync) fails inside the reducer in current
-        # PyTorch, and in some versions silently stops averaging gradients; refuse it before any work.
-        ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None) or {}
-        if ddp_kwargs.get("static_graph") and self.trainer.accumulate_grad_batches > 1:
-            raise ValueError(
-                "DDP static_graph=True cannot be combined with accumulate_grad_batches > 1 (PyTorch's reducer "
-                "breaks under no_sync); drop static_graph from the strategy's init_args, or accumulation"
-            )
+        check_ddp_settings(self.trainer)
 
     def on_fit_start(self) -> None:
         offset_seeds_by_rank(self.global_rank)
 
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        """Layer-wise text states ``[B, L*T, C]`` for prompts that may contain the placeholder."""
-        ids = tokenize(self.tokenizer, [p.replace(self.hparams.placeholder, self.token_string) for p in prompts])
-        # Training captions always hold the placeholder (the dataset checks), so the layer copies are
-        # always needed: saying so keeps the step free of host reads.
-        return encode_prompts(self.text_encoder, ids, self.concept_tokens, self.num_layers, layer_copies=True), ids
-
     def sampling_pipeline(self, scheduler: str = "dpm_solver"):
         """An :class:`~mos_lightning.pipelines.EDLoRAPipeline` over this module's live modules (no copies).
 
-        The LoRA stays injected (scale it with :func:`mos_lightning.lora.scaled_lora`); ``<TOK>`` and
-        this module's placeholder stand for the concept.
+        The LoRA stays injected (scale it with :func:`mos_lightning.lora.scaled_lora` on the pipeline's
+        ``unet`` and ``text_encoder``); ``<TOK>`` and this module's placeholder stand for the concept.
         """
         from ..pipelines import EDLoRAPipeline, make_scheduler
 
+        m = self.model
         pipe = EDLoRAPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-            scheduler=make_scheduler(scheduler, self.noise_scheduler.config),
+            vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet,
+            scheduler=make_scheduler(scheduler, m.noise_scheduler.config),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
         info = ConceptInfo(tokens=list(self.hparams.tokens), class_word=self.concept_class_word)
-        pipe.set_concept_tokens(self.concept_tokens, {self.hparams.concept_name: info})
+        pipe.set_concept_tokens(m.concept_tokens, {self.hparams.concept_name: info})
         pipe.placeholder = self.hparams.placeholder
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     # -------------------------------------------------------------- training
-    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The training loss of one batch and its parts (for logging); no logging, no host syncs."""
-        h = self.hparams
+    def compute_loss(self, batch: dict, return_output: bool = False, **forward_kwargs):
+        """The training loss of one batch and its terms by name (detached, for logging), plus the model's
+        :class:`StepOutput` with ``return_output``; no logging, no host syncs.
+
+        ``forward_kwargs`` go to :meth:`EDLoRAModel.forward` (e.g. fixed ``noise`` and ``timesteps``).
+        """
         if self._uses_cuda_graphs():
             # CUDA graphs reuse their output memory on each replay: tell them a new training step begins, so
             # the previous step's outputs (already consumed) may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        with torch.no_grad():
-            mean, std = self.posterior(batch)
-            latents = mean + std * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)  # = latent_dist.sample()
-            latents = latents * self.vae.config.scaling_factor
-        noise = torch.randn_like(latents)
-        if h.noise_offset:
-            noise = noise + h.noise_offset * torch.randn(*latents.shape[:2], 1, 1, device=latents.device, dtype=latents.dtype)
-        steps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        text_states, ids = self.encode(batch["caption"])
-        self.recorder.active = h.attn_reg_weight > 0
-        try:
-            pred = self.unet(noisy, timesteps, text_states).sample
-        finally:
-            self.recorder.active = False
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        weight = batch["mask"] if h.mask_loss else batch["valid_mask"]
-        loss = masked_mse(pred, target, weight)
-        parts = {"diffusion_loss": loss.detach()}
-        if h.attn_reg_weight > 0:
-            positions = self.concept_tokens.matches(ids).to(latents.device, non_blocking=True)
-            reg = attention_regularisation(self.recorder.maps, positions, batch["mask"])
-            self.recorder.clear()
-            parts["attn_reg"] = reg.detach()
-            loss = loss + h.attn_reg_weight * reg
-        return loss, parts
+        output = self.model(batch, record_attention=self.record_attention, placeholder=self.hparams.placeholder,
+                            **forward_kwargs)
+        parts = {name: term(output, batch) for name, term in zip(self.loss_names, self.losses)}
+        loss = torch.stack(list(parts.values())).sum() if len(parts) > 1 else next(iter(parts.values()))
+        detached = {name: value.detach() for name, value in parts.items()}
+        return (loss, detached, output) if return_output else (loss, detached)
 
     def _uses_cuda_graphs(self) -> bool:
         h = self.hparams
         compiles = h.compile_unet or h.compile_text_encoder or h.compile_vae
         return compiles and h.compile_mode in ("reduce-overhead", "max-autotune")
 
-    def posterior(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """VAE posterior mean and std of the batch's pixels, from the latent cache where allowed."""
-        pixels = batch["pixel_values"]
-        views = batch.get("view") if self.hparams.cache_latents else None
-        if not views:
-            dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
-            # contiguous: the posterior's mean/std are strided views, and randn_like follows strides
-            return dist.mean.contiguous(), dist.std.contiguous()
-        todo = [i for i, v in enumerate(views) if not v or v not in self.latent_cache]
-        if todo:
-            if len(todo) < len(views):  # an index built on the host and sent without blocking (no sync)
-                pixels = pixels.index_select(0, torch.tensor(todo).to(pixels.device, non_blocking=True))
-            dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
-            # clones: a compiled VAE under CUDA graphs overwrites its outputs on the next call
-            fresh = {i: (dist.mean[k].clone(), dist.std[k].clone()) for k, i in enumerate(todo)}
-            self.latent_cache.update({views[i]: fresh[i] for i in todo if views[i]})
-        pairs = [fresh[i] if i in todo else self.latent_cache[v] for i, v in enumerate(views)]
-        return torch.stack([m for m, _ in pairs]), torch.stack([s for _, s in pairs])
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, parts = self.compute_loss(batch)
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
+        """Returns ``{"loss", "terms", "step"}``: what callbacks get as ``outputs`` in ``on_train_batch_end``
+        (the loss, each loss term's detached value by name, and the :class:`StepOutput`)."""
+        loss, parts, output = self.compute_loss(batch, return_output=True)
         # Each self.log costs about a millisecond of Python per step (Lightning re-homes its result state
         # on every call): log the parts of the loss only when there is more than one.
         self.log("train/loss", loss.detach())
         if len(parts) > 1:
             for name, value in parts.items():
                 self.log(f"train/{name}", value)
-        self.log("train/embedding_norm", self.concept_tokens.mean_norm().detach())
+        self.log("train/embedding_norm", self.model.concept_tokens.mean_norm().detach())
         # Lightning reads progress-bar values on the host after every step, which would stall the GPU
         # queue each step; the bar shows the newest loss already copied to the host instead (on a GPU
         # usually the previous step's).
         self.host_loss.push(loss)
         if self.host_loss.ready is not None:
             self.log("loss", self.host_loss.ready, prog_bar=True, logger=False)
-        return loss
+        return {"loss": loss, "terms": parts, "step": output}
 
     def trainable_groups(self) -> list[dict]:
-        h = self.hparams
-        groups = [{"params": [self.concept_tokens.weight], "lr": h.embedding_lr, "name": "embeddings"}]
-        for name, module, lr in (("text_encoder_lora", self.text_encoder, h.text_encoder_lr), ("unet_lora", self.unet, h.unet_lr)):
+        h, m = self.hparams, self.model
+        groups = [{"params": [m.concept_tokens.weight], "lr": h.embedding_lr, "name": "embeddings"}]
+        for name, module, lr in (("text_encoder_lora", m.text_encoder, h.text_encoder_lr), ("unet_lora", m.unet, h.unet_lr)):
             params = [p for p in module.parameters() if p.requires_grad]
             if params:
                 groups.append({"params": params, "lr": lr, "name": name})
@@ -342,7 +281,7 @@ class EDLoRATask(pl.LightningModule):
         limit = self.hparams.max_embedding_norm
         if limit is None:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        weight = self.concept_tokens.weight
+        weight = self.model.concept_tokens.weight
         before = weight.detach().clone()
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # Embedding-norm guard without a host sync: undo the step if the norm had reached the limit.
@@ -354,19 +293,8 @@ class EDLoRATask(pl.LightningModule):
     def export(self) -> EDLoRA:
         """The tuned concept as an in-memory :class:`EDLoRA`."""
         h = self.hparams
-        lora = h.lora_rank > 0
-        weight = self.concept_tokens.weight.detach().float().cpu()
-        return EDLoRA(
-            concepts={h.concept_name: ConceptInfo(tokens=list(h.tokens), class_word=self.concept_class_word)},
-            embeddings={name: weight[i].clone() for i, name in enumerate(h.tokens)},
-            unet_lora=lora_state_dict(self.unet) if lora else {},
-            text_encoder_lora=lora_state_dict(self.text_encoder) if lora else {},
-            num_layers=self.num_layers,
-            rank=h.lora_rank,
-            alpha=h.lora_alpha,
-            base_model=h.base_model,
-            extra={"layerwise": h.layerwise, "global_step": int(self.global_step)},
-        )
+        return self.model.export(h.concept_name, self.concept_class_word, h.base_model,
+                                 extra={"layerwise": h.layerwise, "global_step": int(self.global_step)})
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         every = self.hparams.export_every_n_steps
@@ -399,3 +327,14 @@ class EDLoRATask(pl.LightningModule):
                 f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[:2]}): it was written "
                 "by a run with different tokens, LoRA rank or base model"
             )
+
+
+def check_ddp_settings(trainer) -> None:
+    """DDP(static_graph=True) with gradient accumulation (no_sync) fails inside the reducer in current
+    PyTorch, and in some versions silently stops averaging gradients; refuse it before any work."""
+    ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None) or {}
+    if ddp_kwargs.get("static_graph") and trainer.accumulate_grad_batches > 1:
+        raise ValueError(
+            "DDP static_graph=True cannot be combined with accumulate_grad_batches > 1 (PyTorch's reducer "
+            "breaks under no_sync); drop static_graph from the strategy's init_args, or accumulation"
+        )

@@ -15,11 +15,12 @@ from typing import Literal
 import lightning.pytorch as pl
 import torch
 
+from ..components import describe
 from ..data.fusion import IDLE
 from ..edlora_file import CONCEPTS_FILE, save_edlora
 from ..fusion import Fuser, FusionSettings, all_reduce_sums
 from ..fusion.concept_stats import load_record, save_record, stats_path
-from ..fusion.solvers import Solver
+from ..fusion.solvers import ClosedForm, FusionSolver
 from ..io import atomic_dir, write_json
 from ..models import all_gather_objects, model_identity, resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline
@@ -39,10 +40,7 @@ class FusionTask(pl.LightningModule):
         self,
         base_model: str = DEFAULT_BASE,
         output_dir: str = "outputs/fusion",
-        solver: Solver = "closed_form",
-        ridge: float = 1e-5,
-        text_encoder_iterations: int = 500,
-        unet_iterations: int = 50,
+        solver: FusionSolver | None = None,
         text_prompts: list[str] | None = None,
         spatial_prompts: list[str] | None = None,
         spatial_seeds: list[int] | None = None,
@@ -60,14 +58,10 @@ class FusionTask(pl.LightningModule):
         Args:
             base_model: Local diffusers folder or hub id of the base every concept was tuned on.
             output_dir: Gets ``model/`` (the fused diffusers folder) and ``fusion_report.json``.
-            solver: ``closed_form`` (exact least squares with a small ridge towards W0; default), ``lbfgs``
-                (the paper's iterative solver, same objective), or ``naive`` (W0 + Σ α_i ΔW_i, the baseline).
-            ridge: Ridge λ of the closed form, relative to the mean diagonal of Σ G_i (> 0); damps directions the
-                concepts' activations barely visit (directions they never visit stay at W0 anyway). 1e-5 gives
-                per-layer objectives below L-BFGS's and the best demo fidelity; much smaller ridges make the
-                weights in barely visited directions sensitive to rounding.
-            text_encoder_iterations: L-BFGS iterations per text-encoder layer (paper: 500).
-            unet_iterations: L-BFGS iterations per UNet layer (paper: 50).
+            solver: How each layer is solved (``class_path`` + ``init_args``, see :mod:`mos_lightning.fusion.solvers`);
+                default ``ClosedForm(ridge=1e-5)``, the exact least squares with a small ridge towards W0. Others:
+                ``LBFGS`` (the paper's iterative solver, same objective), ``NaiveSum`` (W0 + Σ α_i ΔW_i, the
+                paper's baseline) and ``NaiveAverage`` (W0 + Σ α_i ΔW_i / N, the research branch's).
             text_prompts: Prompts for the text-encoder and k/v statistics (``<TOK>`` = the concept's tokens);
                 default ``["photo of a <TOK>", "<TOK>"]``.
             spatial_prompts: Prompts each concept's own model samples for the spatial statistics;
@@ -89,11 +83,12 @@ class FusionTask(pl.LightningModule):
                 concept more) only record the new concept.
         """
         super().__init__()
-        if solver not in ("closed_form", "lbfgs", "naive"):
-            raise ValueError(f"solver must be closed_form, lbfgs or naive, got {solver!r}")
-        if ridge <= 0 or text_encoder_iterations < 1 or unet_iterations < 1 or num_inference_steps < 1:
-            raise ValueError("ridge must be > 0 (e.g. 1e-6) and iteration/step counts >= 1")
-        self.save_hyperparameters()
+        if num_inference_steps < 1:
+            raise ValueError("num_inference_steps must be >= 1")
+        self.solver = solver if solver is not None else ClosedForm()
+        # The solver is an object: the checkpoint and the report keep its description (no pickle in files).
+        self.save_hyperparameters(ignore=["solver"])
+        self.hparams["solver"] = describe(self.solver)
         self.automatic_optimization = False
         # DDP refuses to wrap a module without trainable parameters; fusion trains nothing.
         self.ddp_anchor = torch.nn.Parameter(torch.zeros(1))
@@ -108,8 +103,7 @@ class FusionTask(pl.LightningModule):
         h = self.hparams
         defaults = FusionSettings()
         return FusionSettings(
-            solver=h.solver, ridge=h.ridge, text_encoder_iterations=h.text_encoder_iterations,
-            unet_iterations=h.unet_iterations, text_prompts=list(h.text_prompts or defaults.text_prompts),
+            solver=self.solver, text_prompts=list(h.text_prompts or defaults.text_prompts),
             spatial_prompts=list(h.spatial_prompts or defaults.spatial_prompts),
             spatial_seeds=list(h.spatial_seeds or defaults.spatial_seeds), num_inference_steps=h.num_inference_steps,
             scheduler=h.scheduler, height=h.height, width=h.width, kv_positions=h.kv_positions,
@@ -249,7 +243,7 @@ class FusionTask(pl.LightningModule):
         self.report["timing"]["write_s"] = time.perf_counter() - start
         self.report["timing"]["total_s"] = time.perf_counter() - self._start
         write_json(out / "fusion_report.json", self.report)
-        lines = [f"fused {len(fuser.concepts)} concept(s) with {self.hparams.solver} → {out / 'model'}",
+        lines = [f"fused {len(fuser.concepts)} concept(s) with {type(self.solver).__name__} → {out / 'model'}",
                  "relative error vs each concept's own model (fused | naive merge):"]
         for name, f in self.report["fidelity"].items():
             lines.append(f"  {name:<20} text encoder {f['text_encoder']['fused']:.4f} | {f['text_encoder']['naive']:.4f}"
