@@ -19,7 +19,8 @@ from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from mos_lightning.metrics import TEXT_PREFIX, image_alignment_scores, text_alignment_scores
-from mos_lightning.pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline
+from mos_lightning.defaults import NEGATIVE_PROMPT
+from mos_lightning.pipelines import EDLoRAPipeline
 from mos_lightning.tiny import build_clip_tokenizer
 from sampling import random_concept  # benchmarks/ is on sys.path when this script runs
 from train_step import build_components
@@ -77,7 +78,7 @@ def main() -> None:
     references = torch.randn(10, clip.config.projection_dim, device=args.device)
     batch = args.batch_size
     kwargs = dict(num_inference_steps=args.steps, guidance_scale=7.5, height=resolution, width=resolution,
-                  negative_prompt=[DEFAULT_NEGATIVE_PROMPT] * batch, output_type="np")
+                  negative_prompt=[NEGATIVE_PROMPT] * batch, output_type="np")
 
     def plain_step(i):
         plain(["A dog, in the snow"] * batch, generator=[torch.Generator().manual_seed(i * batch + k) for k in range(batch)],

@@ -12,9 +12,10 @@ import time
 
 import torch
 
-from mos_lightning.pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline
+from mos_lightning.defaults import NEGATIVE_PROMPT
+from mos_lightning.pipelines import EDLoRAPipeline
 from mos_lightning.pipelines.regional import RegionalPipeline
-from mos_lightning.regional import Region
+from mos_lightning.attention.regions import Region
 from sampling import random_concept  # benchmarks/ is on sys.path when this script runs
 from train_step import build_components
 from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
@@ -41,7 +42,7 @@ def main() -> None:
     prompt = "a person, a dog and a chair near the castle"
 
     def plain(i):
-        pipe(prompt, negative_prompt=DEFAULT_NEGATIVE_PROMPT, num_inference_steps=args.steps, height=side, width=side,
+        pipe(prompt, negative_prompt=NEGATIVE_PROMPT, num_inference_steps=args.steps, height=side, width=side,
              generator=torch.Generator().manual_seed(i), output_type="np")
 
     regional_pipe = RegionalPipeline(pipe)

@@ -18,7 +18,8 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from mos_lightning.edlora_file import ConceptInfo, EDLoRA
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
-from mos_lightning.pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline
+from mos_lightning.defaults import NEGATIVE_PROMPT
+from mos_lightning.pipelines import EDLoRAPipeline
 from train_step import build_components  # benchmarks/ is on sys.path when this script runs
 from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 
@@ -40,7 +41,7 @@ def random_concept(base) -> EDLoRA:
 def time_calls(pipe, prompt: str, batch: int, args, calls: int, sync) -> float:
     """Images per second over ``calls`` sampling calls after one warm-up call."""
     kwargs = dict(num_inference_steps=args.steps, guidance_scale=7.5, height=args.resolution, width=args.resolution,
-                  negative_prompt=[DEFAULT_NEGATIVE_PROMPT] * batch, output_type="np")
+                  negative_prompt=[NEGATIVE_PROMPT] * batch, output_type="np")
     pipe([prompt] * batch, generator=torch.Generator().manual_seed(0), **kwargs)
     sync()
     start = time.perf_counter()

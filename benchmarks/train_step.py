@@ -63,7 +63,7 @@ def build_components(size: str, device: str) -> BaseModel:
     for m in (text_encoder, unet, vae):
         m.requires_grad_(False).eval()
     scheduler = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
-    return BaseModel(tokenizer, text_encoder, unet, vae, scheduler, f"random-{size}")
+    return BaseModel(tokenizer, text_encoder, unet, vae, scheduler)
 
 
 class RandomBaseEDLoRA(EDLoRATask):

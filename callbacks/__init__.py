@@ -1,8 +1,8 @@
 """Lightning callbacks of mos-lightning (imported as ``mos_lightning.callbacks``): optional,
-order-independent work such as sample logging, image writing and metrics export."""
+order-independent work such as sample logging, image writing and report writing."""
 
-from .clip_metrics import CLIPMetrics
-from .image_writer import ImageWriter, make_grid, save_png
+from .eval_report import EvalReport
+from .image_writer import ImageWriter
 from .sample_logger import SampleLogger
 
-__all__ = ["CLIPMetrics", "ImageWriter", "SampleLogger", "make_grid", "save_png"]
+__all__ = ["EvalReport", "ImageWriter", "SampleLogger"]

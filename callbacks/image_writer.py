@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from mos_lightning.data.prompts import SampleItem
-from mos_lightning.io import atomic_path
-
-
-def save_png(path: Path, image: np.ndarray, text: dict[str, str]) -> None:
-    """Write ``image`` (uint8 HWC) atomically with ``text`` as PNG text chunks."""
-    info = PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
-
-
-def make_grid(images: list[np.ndarray], columns: int | None = None) -> np.ndarray:
-    """Tile equally sized uint8 HWC images row by row (``columns`` default: about square)."""
-    columns = columns or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
-    height, width, channels = images[0].shape
-    grid = np.zeros((rows * height, columns * width, channels), dtype=np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = image
-    return grid
+from mos_lightning.images import make_grid, save_png
 
 
 class ImageWriter(BasePredictionWriter):
@@ -43,7 +20,7 @@ class ImageWriter(BasePredictionWriter):
     """
 
     def __init__(self, output_dir: str | None = None, grids: bool = True, grid_columns: int | None = None):
-        # A prediction may also carry "metadata" (per image, extra PNG text chunks) and "extra_images"
+        # A prediction may also carry "metadata" (per image, extra PNG text chunks, e.g. the model) and "extra_images"
         # ({key: images}, saved beside each image as seed<N>.<key>.png, e.g. regional debug boxes).
         """
         Args:
@@ -66,7 +43,6 @@ class ImageWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         folder = self.folder(trainer)
-        model = str(getattr(pl_module.hparams, "base_model", ""))
         count = len(prediction["images"])
         metadata = prediction.get("metadata") or [{}] * count
         extras = prediction.get("extra_images") or {}  # e.g. {"boxes": [...]} → seed<N>.boxes.png
@@ -77,7 +53,7 @@ class ImageWriter(BasePredictionWriter):
                 continue
             for key, images in extras.items():
                 save_png(path.with_suffix(f".{key}.png"), images[k], {"prompt": prompt, "seed": str(seed)})
-            save_png(path, image, {"prompt": prompt, "seed": str(seed), "model": model, **metadata[k]})
+            save_png(path, image, {"prompt": prompt, "seed": str(seed), **metadata[k]})
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if not self.grids:

@@ -9,10 +9,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
+from mos_lightning.images import make_grid, save_png
 from mos_lightning.lora import scaled_lora
-from mos_lightning.pipelines import DEFAULT_NEGATIVE_PROMPT, SchedulerName
-
-from .image_writer import make_grid, save_png
+from mos_lightning.defaults import NEGATIVE_PROMPT
+from mos_lightning.pipelines import SchedulerName
 
 
 class SampleLogger(Callback):
@@ -34,7 +34,7 @@ class SampleLogger(Callback):
         at_end: bool = True,
         num_inference_steps: int = 20,
         guidance_scale: float = 7.5,
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        negative_prompt: str = NEGATIVE_PROMPT,
         scheduler: SchedulerName = "dpm_solver",
         height: int | None = None,
         width: int | None = None,

@@ -31,12 +31,35 @@ def results_dir(trainer, pl_module, stage: str) -> str | None:
     return getattr(pl_module.hparams, "output_dir", None)
 
 
+class MosLightningCLI(LightningCLI):
+    """LightningCLI that refuses a subcommand a task does not run under (a task's ``subcommands``), by name."""
+
+    def _check_subcommand(self, subcommand: str) -> None:
+        allowed = getattr(self.model, "subcommands", None)
+        if allowed and subcommand not in allowed:
+            name = type(self.model).__name__
+            raise ValueError(f"{name} runs under `{' / '.join(allowed)}`, not `{subcommand}`: "
+                             f"mos-lightning {allowed[0]} --config <the same config>")
+
+    def before_fit(self) -> None:
+        self._check_subcommand("fit")
+
+    def before_validate(self) -> None:
+        self._check_subcommand("validate")
+
+    def before_test(self) -> None:
+        self._check_subcommand("test")
+
+    def before_predict(self) -> None:
+        self._check_subcommand("predict")
+
+
 def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """Parse (and with ``run`` execute) ``{fit,validate,test,predict} --config …``; ``args`` lets tests call it in-process."""
     import mos_lightning.data  # noqa: F401  (registers subclasses for class_path resolution)
     import mos_lightning.tasks  # noqa: F401
 
-    return LightningCLI(
+    return MosLightningCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -50,7 +73,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
 
 BENIGN_WARNINGS = (
     r".*module\(s\) in eval mode.*",  # the frozen base is in eval mode on purpose
-    r".*configure_optimizers. returned .None.*",  # fusion and evaluation train nothing
+    r".*configure_optimizers. returned .None.*",  # evaluation trains nothing
     r".*IterableDataset. has .__len__. defined.*",  # our sharded datasets use no workers
     r".*isinstance\(treespec, LeafSpec\).*",  # Lightning internals vs newer torch
     r".*`torch_dtype` is deprecated.*",  # diffusers 0.42 renamed it; older versions only know torch_dtype

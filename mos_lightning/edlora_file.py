@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .io import atomic_path
+from .atomic import atomic_path
 
 FORMAT_VERSION = 1
 METADATA_KEY = "mos_lightning"
@@ -52,9 +52,6 @@ class EDLoRA:
     @property
     def hidden_size(self) -> int:
         return next(iter(self.embeddings.values())).shape[-1]
-
-    def token_string(self, concept: str) -> str:
-        return " ".join(self.concepts[concept].tokens)
 
     def embedding_matrix(self) -> torch.Tensor:
         """``[N, L', C]`` embeddings in :attr:`token_names` order."""

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from .attention import AttentionRecorder, install_layerwise_processors
+from .defaults import PLACEHOLDER
 from .edlora_file import EDLoRA, ConceptInfo
 from .lora import ADAPTER, TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_modules, lora_state_dict
-from .models import BaseModel
+from .models import BaseModel, cast_frozen
 from .tokens import create_layerwise_tokens, encode_prompts, initial_embedding, tokenize
 
 
@@ -85,13 +86,29 @@ class EDLoRAModel(nn.Module):
             add_lora(self.unet, UNET_TARGETS, lora_rank, lora_alpha)
             add_lora(self.text_encoder, TEXT_ENCODER_TARGETS, lora_rank, lora_alpha)
 
+    def configure_speed(self, frozen_dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False,
+                        channels_last: bool = False, compile_parts: Sequence[str] = (), compile_mode: str = "default"):
+        """Memory and speed settings that leave results unchanged (within float tolerance): frozen weights stored in
+        ``frozen_dtype``, activation checkpointing, channels-last UNet, ``torch.compile`` of ``compile_parts``
+        (``unet``, ``text_encoder``, ``vae``: its encoder) in place, so module names and checkpoint keys stay."""
+        cast_frozen((self.unet, self.text_encoder, self.vae), frozen_dtype)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            self.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.text_encoder.train()  # transformers checkpoints only in train mode (CLIP's dropout rates are 0)
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        modules = {"unet": self.unet, "text_encoder": self.text_encoder, "vae": self.vae.encoder}
+        for part in compile_parts:
+            modules[part].compile(mode=compile_mode)
+
     @property
     def token_string(self) -> str:
         """The concept's tokens as they stand in a prompt (``<TOK>`` is replaced by this)."""
         return " ".join(self.concept_tokens.names)
 
     # --------------------------------------------------------------- inputs
-    def encode(self, captions: list[str], placeholder: str = "<TOK>") -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, captions: list[str], placeholder: str = PLACEHOLDER) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer-wise text states ``[B, L*T, C]`` and token ids ``[B, T]`` of captions holding ``placeholder``."""
         ids = tokenize(self.tokenizer, [c.replace(placeholder, self.token_string) for c in captions])
         # Training captions always hold the placeholder (the dataset checks), so the layer copies are
@@ -122,7 +139,7 @@ class EDLoRAModel(nn.Module):
         self,
         batch: dict,
         record_attention: bool = False,
-        placeholder: str = "<TOK>",
+        placeholder: str = PLACEHOLDER,
         latent_noise: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         offset_noise: torch.Tensor | None = None,
@@ -166,6 +183,21 @@ class EDLoRAModel(nn.Module):
         positions = self.concept_tokens.matches(ids).any(-1).to(latents.device, non_blocking=True)
         return StepOutput(prediction, target, timesteps, latents, noise, noisy, ids, positions,
                           self.concept_tokens.weight, self.noise_scheduler, maps)
+
+    def pipeline(self, concept_name: str, info: ConceptInfo, scheduler: str = "dpm_solver",
+                 placeholder: str = PLACEHOLDER):
+        """An :class:`~mos_lightning.pipelines.EDLoRAPipeline` over this model's live modules (no copies)."""
+        from .pipelines import EDLoRAPipeline, make_scheduler
+
+        pipe = EDLoRAPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+            scheduler=make_scheduler(scheduler, self.noise_scheduler.config),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        pipe.set_concept_tokens(self.concept_tokens, {concept_name: info})
+        pipe.placeholder = placeholder
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     # ---------------------------------------------------------------- files
     @torch.no_grad()

@@ -30,6 +30,12 @@ class LossTerm:
         raise NotImplementedError
 
 
+def term_names(terms: list[LossTerm]) -> list[str]:
+    """Each term's ``name`` for logging, numbered where several terms share one."""
+    names = [term.name for term in terms]
+    return [f"{n}_{names[:i].count(n) + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                channels: Literal["sum", "mean"] = "mean") -> torch.Tensor:
     """Per-pixel squared error (summed or averaged over channels) weighted by ``weight`` [B,1,h,w], normalised per

@@ -11,6 +11,7 @@ The metrics keep sum/count states that add across processes (``dist_reduce_fx="s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -102,3 +103,52 @@ class CLIPFeatures(torch.nn.Module):
 def _embeds(output) -> torch.Tensor:
     # transformers 5 may return a model output object instead of the bare projected tensor
     return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+ALL_GROUPS = "all"
+
+
+@dataclass
+class EvalResults:
+    """An evaluation's scores: what :class:`~mos_lightning.tasks.EvalTask` hands to report writers
+    (its ``evaluation_results()``), the same on every process."""
+
+    folder: str  # where the run's images (and reports) live
+    methods: list[str]
+    concepts: list[str]
+    groups: list[str]
+    values: dict[tuple[str, str, str], dict[str, float]]  # (method, concept, group or "all") → metric → mean
+    rows: list[dict]  # one per image: method, concept, prompt, seed, group, scores, path
+
+    def value(self, metric: str, method: str, concept: str, group: str = ALL_GROUPS) -> float:
+        return self.values[(method, concept, group)][metric]
+
+
+class AlignmentTable(torch.nn.Module):
+    """Text and image alignment for every (method, concept, prompt group) cell and every (method, concept)."""
+
+    def __init__(self, methods: list[str], concepts: list[str], groups: list[str]):
+        super().__init__()
+        self.keys = [(m, c, g) for m in methods for c in concepts for g in [*groups, ALL_GROUPS]]
+        self.cells = torch.nn.ModuleDict({
+            self._name(k): torch.nn.ModuleDict({"text_alignment": TextAlignment(), "image_alignment": ImageAlignment()})
+            for k in self.keys
+        })
+
+    @staticmethod
+    def _name(key: tuple[str, str, str]) -> str:
+        return "|".join(key).replace(".", "_")  # ModuleDict keys may not hold dots
+
+    def update(self, method: str, concept: str, group: str, image: torch.Tensor, text: torch.Tensor,
+               references: torch.Tensor) -> dict[str, float]:
+        """Add one generated image (CLIP features ``[1, D]``); returns its own scores."""
+        for cell in (group, ALL_GROUPS):
+            metrics = self.cells[self._name((method, concept, cell))]
+            metrics["text_alignment"].update(image, text)
+            metrics["image_alignment"].update(image, references)
+        return {"text_alignment": float(text_alignment_scores(image, text)[0]),
+                "image_alignment": float(image_alignment_scores(image, references)[0])}
+
+    def compute(self) -> dict[tuple[str, str, str], dict[str, float]]:
+        """Every cell's means, summed over processes (a collective: call it on every process)."""
+        return {k: {name: float(m.compute()) for name, m in self.cells[self._name(k)].items()} for k in self.keys}

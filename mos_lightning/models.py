@@ -22,7 +22,6 @@ class BaseModel:
     unet: object
     vae: object
     scheduler_config: dict
-    name: str
 
     @property
     def num_layers(self) -> int:
@@ -55,6 +54,25 @@ def model_identity(base_model: str) -> str:
     return str(Path(source).resolve()) if local else source
 
 
+@dataclass
+class Geometry:
+    """Image sizes a base model works with, read from its configs (no weights load)."""
+
+    vae_factor: int  # pixels per latent pixel
+    unet_factor: int  # latent pixels per pixel of the UNet's coarsest level
+    native_size: int  # the UNet's sample size in pixels
+
+    @classmethod
+    def of(cls, base_model: str) -> Geometry:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        source, local = resolve_source(base_model)
+        unet = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=local)
+        vae = AutoencoderKL.load_config(source, subfolder="vae", local_files_only=local)
+        vae_factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        return cls(vae_factor, 2 ** (len(unet["block_out_channels"]) - 1), unet["sample_size"] * vae_factor)
+
+
 def load_base_model(base_model: str) -> BaseModel:
     """Load tokenizer, text encoder, UNet and VAE through ``from_pretrained`` (weights frozen, eval mode)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -69,7 +87,7 @@ def load_base_model(base_model: str) -> BaseModel:
     scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **kwargs)
     for module in (text_encoder, unet, vae):
         module.requires_grad_(False).eval()
-    return BaseModel(tokenizer, text_encoder, unet, vae, dict(scheduler_config), base_model)
+    return BaseModel(tokenizer, text_encoder, unet, vae, dict(scheduler_config))
 
 
 def check_compatible(edlora: EDLoRA, unet, text_encoder, source: str = "ED-LoRA file") -> None:
@@ -92,17 +110,6 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
     if name == "auto":
         return torch.float16 if torch.device(device).type == "cuda" else torch.float32
     return getattr(torch, name)
-
-
-def all_gather_objects(obj) -> list:
-    """``obj`` from every process (``[obj]`` when not distributed)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        out = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
-        return out
-    return [obj]
 
 
 def cast_frozen(modules, dtype: torch.dtype) -> None:

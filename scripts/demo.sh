@@ -27,7 +27,7 @@ for concept in redball bluecube; do
     --model.init_args.edloras "[outputs/demo/edlora/$concept/edlora.safetensors]" \
     --data.init_args.output_dir "outputs/demo/samples/$concept"
 done
-mos-lightning fit --config configs/demo/fusion.yaml
+mos-lightning predict --config configs/demo/fusion.yaml
 mos-lightning predict --config configs/demo/sample.yaml \
   --model.init_args.base_model outputs/demo/fusion/model --model.init_args.edloras '[]' \
   --data.init_args.prompts '["a photo of <redball>", "a photo of <bluecube>", "a <redball> next to a <bluecube>"]' \

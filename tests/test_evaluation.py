@@ -53,7 +53,7 @@ def test_test_run_writes_table_one_and_resumes(tiny_model_dir, tmp_path):
     clip = save_tiny_clip(tmp_path / "clip")
     files = {n: save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
              for i, n in enumerate(("redball", "bluecube"))}
-    build_cli(["fit", "--config", str(REPO / "configs/demo/fusion.yaml"),
+    build_cli(["predict", "--config", str(REPO / "configs/demo/fusion.yaml"),
                "--model.init_args.base_model", str(tiny_model_dir), "--model.init_args.output_dir", str(tmp_path / "fusion"),
                "--model.init_args.num_inference_steps", "3", "--trainer.accelerator", "cpu",
                "--data.init_args.concepts", json.dumps([{"path": str(f)} for f in files.values()])])
@@ -63,7 +63,7 @@ def test_test_run_writes_table_one_and_resumes(tiny_model_dir, tmp_path):
         {"name": "bound", "base_model": str(tiny_model_dir), "class_word": True},
     ]
     args = ["test", "--config", str(REPO / "configs/demo/eval.yaml"),
-            "--trainer.callbacks.init_args.clip_model", str(clip),
+            "--model.init_args.clip_model", str(clip),
             "--model.init_args.output_dir", str(tmp_path / "eval"),
             "--model.init_args.methods", json.dumps(methods),
             "--model.init_args.num_inference_steps", "3",

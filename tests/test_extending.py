@@ -67,7 +67,7 @@ def test_ridge_to_naive_solver_is_chosen_from_yaml_and_reported(examples, tiny_m
     reports = {}
     for ridge in ("0.001", "1e9"):
         out = tmp_path / f"fusion-{ridge}"
-        build_cli(["fit", "--config", str(REPO / "configs/demo/fusion.yaml"),
+        build_cli(["predict", "--config", str(REPO / "configs/demo/fusion.yaml"),
                    "--model.init_args.base_model", str(tiny_model_dir), "--model.init_args.output_dir", str(out),
                    "--model.init_args.num_inference_steps", "3", "--trainer.enable_progress_bar", "false",
                    "--data.init_args.concepts", json.dumps([{"path": str(f)} for f in files]),

@@ -34,7 +34,7 @@ def trained(tiny_model_dir, tmp_path_factory):
 
 def fuse_args(model_dir, files, out, *extra):
     concepts = json.dumps([{"path": str(f)} for f in files])
-    return ["fit", "--config", str(REPO / "configs/demo/fusion.yaml"),
+    return ["predict", "--config", str(REPO / "configs/demo/fusion.yaml"),
             "--model.init_args.base_model", str(model_dir), "--model.init_args.output_dir", str(out),
             "--model.init_args.num_inference_steps", "8",
             "--data.init_args.concepts", concepts, "--trainer.accelerator", "cpu",
@@ -179,3 +179,64 @@ def test_saved_statistics_replace_running_the_concepts_models(tiny_model_dir, tm
     build_cli(fuse_args(tiny_model_dir, files[:1], tmp_path / "other", "--model.init_args.num_inference_steps", "2"))
     other = json.loads((tmp_path / "other" / "fusion_report.json").read_text())
     assert other["statistics"]["cat"].startswith("recorded") and "num_inference_steps" in other["statistics"]["cat"]
+
+
+def test_run_fusion_in_a_notebook_equals_the_cli_and_fit_is_refused(tiny_model_dir, tmp_path):
+    """The fusion package owns the stage order: without Lightning it produces the CLI's weights and numbers."""
+    from mos_lightning.fusion import FusionSettings, run_fusion
+    from mos_lightning.fusion.output import save_fused_model
+
+    files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
+             for i, n in enumerate(("cat", "dog"))]
+    build_cli(fuse_args(tiny_model_dir, files, tmp_path / "cli", "--model.init_args.use_saved_stats", "false"))
+    report = json.loads((tmp_path / "cli" / "fusion_report.json").read_text())
+
+    pipe = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True, safety_checker=None,
+                                          requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    fuser = Fuser(pipe, load_concepts([ConceptSpec(str(f)) for f in files]), FusionSettings(height=64, width=64,
+                                                                                            num_inference_steps=8))
+    result = run_fusion(fuser)
+    assert result.fidelity == report["fidelity"] and result.statistics == {"cat": "recorded", "dog": "recorded"}
+    for stage, rows in result.layers.items():
+        assert [r["objective"] for r in rows] == [r["objective"] for r in report["layers"][stage]], stage
+    save_fused_model(fuser, tmp_path / "notebook")
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        ours, theirs = load_file(tmp_path / "notebook" / part), load_file(tmp_path / "cli" / "model" / part)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    with pytest.raises(ValueError, match="runs under `predict`"):
+        build_cli(["fit", *fuse_args(tiny_model_dir, files, tmp_path / "fit")[1:]])
+    assert not (tmp_path / "fit").exists()
+
+
+def test_statistics_come_from_each_concepts_own_model(tiny_model_dir, tmp_path):
+    """A concept's text-encoder and spatial Grams equal those recorded from its own model built independently
+    (base + its ED-LoRA through the pipeline's loader): not the base model's, not another concept's."""
+    from mos_lightning.fusion import FusionSettings, GramRecorder
+    from mos_lightning.pipelines import make_scheduler
+
+    files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
+             for i, n in enumerate(("cat", "dog"))]
+
+    def pipeline():
+        pipe = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True, safety_checker=None,
+                                              requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    settings = FusionSettings(height=64, width=64, num_inference_steps=3)
+    fuser = Fuser(pipeline(), load_concepts([ConceptSpec(str(f)) for f in files]), settings)
+    record = fuser.record(1)
+    own = pipeline()
+    own.load_edlora(str(files[1]), scale=1.0)
+    own.scheduler = make_scheduler(settings.scheduler, own.scheduler.config)
+    with GramRecorder(own.text_encoder, fuser.stage_layers["text_encoder"]) as text:
+        own.encode_layerwise(["photo of a <dog1> <dog2>", "<dog1> <dog2>"], own.device)
+    with GramRecorder(own.unet, fuser.stage_layers["spatial"]) as spatial:
+        own(["photo of a <dog1> <dog2>"], guidance_scale=1.0, num_inference_steps=3, height=64, width=64,
+            generator=[torch.Generator().manual_seed(0)], output_type="latent")
+    for ours, theirs in ((record.text_encoder, text), (record.spatial, spatial)):
+        assert ours.grams.keys() == theirs.grams.keys() and ours.rows == theirs.rows
+        for name, gram in theirs.grams.items():
+            torch.testing.assert_close(ours.grams[name], gram, rtol=1e-4, atol=1e-5)

@@ -13,7 +13,7 @@ from mos_lightning.cli import build_cli
 from mos_lightning.edlora_file import save_edlora
 from mos_lightning.pipelines import EDLoRAPipeline
 from mos_lightning.pipelines.regional import AdapterCondition, RegionalPipeline, draw_regions
-from mos_lightning.regional import Region, RegionalCrossAttnProcessor, RegionLayout, feature_mask, feature_sizes
+from mos_lightning.attention.regions import Region, RegionalCrossAttnProcessor, RegionLayout, feature_mask, feature_sizes
 
 from mos_lightning.tiny import save_tiny_adapter
 

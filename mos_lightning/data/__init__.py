@@ -1,7 +1,7 @@
 from .concept import ConceptDataset, ConceptSource, read_concept_list
 from .datamodule import ConceptDataModule
 from .evaluation import EvalConceptSpec, EvalDataModule, EvalItem
-from .fusion import FusionDataModule
+from .fusion_concepts import FusionDataModule
 from .prompts import PromptDataModule, SampleItem, read_prompts, sample_items
 from .scenes import Scene, SceneDataModule, read_scenes
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..defaults import PLACEHOLDER
 from .transforms import image_to_tensor, mask_to_tensor, resize_crop_letterbox, shuffle_caption
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -29,7 +30,7 @@ class ConceptSource:
     image_dir: str
     caption_dir: str | None = None
     mask_dir: str | None = None
-    instance_prompt: str = "<TOK>"
+    instance_prompt: str = PLACEHOLDER
 
 
 @dataclass
@@ -115,7 +116,7 @@ def read_concept_list(path: str | Path) -> list[ConceptSource]:
                 image_dir=resolve(e["instance_data_dir"]),
                 caption_dir=resolve(e.get("caption_dir")),
                 mask_dir=resolve(e.get("mask_dir")),
-                instance_prompt=e.get("instance_prompt", "<TOK>"),
+                instance_prompt=e.get("instance_prompt", PLACEHOLDER),
             )
         )
     return sources
@@ -136,7 +137,7 @@ class ConceptDataset(Dataset):
         keep_tags: int = 1,
         shuffle_tags: bool = True,
         prompt_templates: list[str] | None = None,
-        placeholder: str = "<TOK>",
+        placeholder: str = PLACEHOLDER,
         require_placeholder: bool = True,
         mask_downsample: int = 8,
     ):

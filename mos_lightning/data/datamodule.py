@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ..defaults import PLACEHOLDER
 from .concept import ConceptDataset, ConceptSource, read_concept_list
 
 
@@ -21,8 +22,8 @@ class ConceptDataModule(pl.LightningDataModule):
         concept_list: str | None = None,
         caption_dir: str | None = None,
         mask_dir: str | None = None,
-        instance_prompt: str = "<TOK>",
-        placeholder: str = "<TOK>",
+        instance_prompt: str = PLACEHOLDER,
+        placeholder: str = PLACEHOLDER,
         require_placeholder: bool = True,
         resolution: int = 512,
         crop_prob: float = 0.5,

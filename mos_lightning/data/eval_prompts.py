@@ -94,4 +94,3 @@ PAPER_PROMPTS: dict[str, dict[str, list[str]]] = {
     "vase": _THINGS,
     "scene": _THINGS,
 }
-CATEGORIES = tuple(PAPER_PROMPTS)

@@ -9,12 +9,12 @@ import lightning.pytorch as pl
 import yaml
 from torch.utils.data import DataLoader
 
+from ..defaults import PLACEHOLDER
 from .concept import IMAGE_SUFFIXES
 from .eval_prompts import GROUPS, PAPER_PROMPTS
 from .prompts import read_prompts, slug
 from .sharding import ShardedItems
 
-PLACEHOLDER = "<TOK>"
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from ..regional import Region, box_fractions
+from ..attention.regions import Region, box_fractions
 from .prompts import ImageItemsDataModule, SampleItem
 
 CONCEPT_REFERENCE = re.compile(r"<[^<>\s]+>")

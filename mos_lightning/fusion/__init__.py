@@ -1,12 +1,23 @@
-"""Center-node fusion of ED-LoRAs (pure torch/diffusers; the Lightning task is mos_lightning.tasks.FusionTask)."""
+"""Center-node fusion of ED-LoRAs (pure torch/diffusers; the Lightning task is mos_lightning.tasks.FusionTask).
+
+In a notebook::
+
+    fuser = Fuser(pipe, load_concepts([ConceptSpec("a.safetensors"), ConceptSpec("b.safetensors")]))
+    result = run_fusion(fuser)                # statistics → text encoder → k/v → spatial → fidelity
+    save_fused_model(fuser, "fused/model")    # mos_lightning.fusion.output
+"""
 
 from .concepts import ConceptSpec, FusionConcept, load_concepts
-from .fuser import STAGES, Fuser, FusionSettings
+from .fuser import ConceptRecord, Fuser, FusionSettings
+from .grams import ConceptGrams, FusionSums, GramRecorder, all_reduce_sums
+from .run import FusionResult, run_fusion
 from .solvers import (LBFGS, ClosedForm, FusionSolver, LayerProblem, NaiveAverage, NaiveSum, closed_form, lbfgs,
                       naive_merge, objective)
-from .stats import ConceptGrams, FusionSums, GramRecorder, all_reduce_sums
+from .weights import STAGES, FusionWeights
 
 __all__ = [
-    "LBFGS", "STAGES", "ClosedForm", "ConceptGrams", "ConceptSpec", "Fuser", "FusionConcept", "FusionSettings",
-    "FusionSolver", "FusionSums", "GramRecorder", "LayerProblem", "NaiveAverage", "NaiveSum", "all_reduce_sums", "closed_form", "lbfgs", "load_concepts", "naive_merge", "objective",
+    "LBFGS", "STAGES", "ClosedForm", "ConceptGrams", "ConceptRecord", "ConceptSpec", "Fuser", "FusionConcept",
+    "FusionResult", "FusionSettings", "FusionSolver", "FusionSums", "FusionWeights", "GramRecorder", "LayerProblem",
+    "NaiveAverage", "NaiveSum", "all_reduce_sums", "closed_form", "lbfgs", "load_concepts", "naive_merge",
+    "objective", "run_fusion",
 ]

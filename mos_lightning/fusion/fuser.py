@@ -1,6 +1,6 @@
 """Center-node fusion of many ED-LoRAs into one model (DESIGN §1.2), without Lightning.
 
-Stages, each layer solving ``W* = argmin_W Σ_i ||X_i W_iᵀ − X_i Wᵀ||²`` with W_i = W0 + α_i ΔW_i:
+Each layer solves ``W* = argmin_W Σ_i ||X_i W_iᵀ − X_i Wᵀ||²`` with W_i = W0 + α_i ΔW_i; the inputs X_i:
 
 1. all concepts' layer-wise tokens go into one tokenizer/embedding table;
 2. text-encoder LoRA layers: X_i = layer inputs while concept i's own text encoder encodes its prompts;
@@ -10,9 +10,9 @@ Stages, each layer solving ``W* = argmin_W Σ_i ||X_i W_iᵀ − X_i Wᵀ||²`` 
 4. the other UNet LoRA layers ("spatial"): X_i = layer inputs while concept i's own model samples
    its spatial prompts (DPM-Solver, no CFG, every step).
 
-Statistics are Gram sums (:mod:`.stats`), so memory does not grow with the tokens recorded and
-sums from several processes simply add. :meth:`Fuser.collect` and :meth:`Fuser.collect_kv` work on one
-concept; the solves take the (all-reduced) sums. The base weights are restored by :meth:`Fuser.restore_base`.
+Statistics are Gram sums (:mod:`.grams`), so memory does not grow with the tokens recorded and sums from
+several processes simply add. :func:`mos_lightning.fusion.run_fusion` runs the stages in order; the pieces
+(:meth:`Fuser.record`, :meth:`Fuser.collect_kv`, :meth:`Fuser.solve`) work one concept or stage at a time.
 """
 
 from __future__ import annotations
@@ -26,17 +26,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..attention import cross_attention_layers, install_layerwise_processors
+from ..defaults import PLACEHOLDER
 from ..edlora_file import ConceptInfo, EDLoRA
-from ..lora import base_linear, lora_delta, lora_modules
 from ..models import check_compatible
 from ..pipelines import EDLoRAPipeline, make_scheduler
 from ..tokens import tokenize
 from .concepts import FusionConcept
+from .fidelity import Reference, relative_error
 from .solvers import ClosedForm, FusionSolver, LayerProblem, naive_merge, objective
-from .stats import ConceptGrams, FusionSums, GramRecorder
-
-Part = Literal["text_encoder", "unet"]
-STAGES = ("text_encoder", "kv", "spatial")
+from .grams import ConceptGrams, FusionSums, GramRecorder
+from .weights import STAGES, FusionWeights, Part
 
 
 @dataclass
@@ -53,22 +52,6 @@ class FusionSettings:
     width: int | None = None
     kv_positions: Literal["all", "prompt", "concept"] = "all"
     stats_dtype: torch.dtype = torch.float64
-    placeholder: str = "<TOK>"
-
-
-@dataclass
-class Reference:
-    """What concept i's own model produced, kept to measure how well the fused model reproduces it."""
-
-    text_states: torch.Tensor  # [P, L*T, C] own text-encoder outputs for the text prompts
-    latents: torch.Tensor  # [S*B, 4, h, w] UNet inputs along the own sampling trajectory
-    timesteps: torch.Tensor  # [S*B]
-    noise: torch.Tensor  # [S*B, 4, h, w] own UNet predictions
-
-
-def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
-    diff = (value.double() - reference.double()).norm()
-    return float(diff / reference.double().norm().clamp_min(1e-30))
 
 
 @dataclass
@@ -80,14 +63,13 @@ class ConceptRecord:
     reference: Reference
 
 
-class Fuser:
+class Fuser(FusionWeights):
     """Fuses ``concepts`` into the weights of ``pipe`` (a base-model :class:`EDLoRAPipeline` on its device)."""
 
     def __init__(self, pipe: EDLoRAPipeline, concepts: list[FusionConcept], settings: FusionSettings | None = None,
                  base_model: str = ""):
         self.pipe = pipe
         self.base_model = base_model  # identifies the base in saved statistics (see statistics_key)
-        self.concepts = concepts
         self.settings = settings or FusionSettings()
         for concept in concepts:
             check_compatible(concept.edlora, pipe.unet, pipe.text_encoder, concept.source)
@@ -97,85 +79,15 @@ class Fuser:
                                     num_layers=concept.edlora.num_layers), scale=0.0)
         install_layerwise_processors(pipe.unet)  # direct UNet calls (fidelity) read layer copies too
         pipe.scheduler = make_scheduler(self.settings.scheduler, pipe.scheduler.config)  # the trajectories' sampler
-        self.parts = {"text_encoder": pipe.text_encoder, "unet": pipe.unet}
-        for concept in concepts:  # every target exists in the base with the right shape
-            for part in self.parts:
-                self._check_targets(concept, part)
-        self.layers = {part: sorted({n for c in concepts for n in self._lora(c, part)}) for part in self.parts}
-        cross = {name.rsplit(".processor", 1)[0] for name in cross_attention_layers(pipe.unet)}
-        kv = {f"{c}.{p}" for c in cross for p in ("to_k", "to_v")}
-        self.stage_layers = {
-            "text_encoder": self.layers["text_encoder"],
-            "kv": [n for n in self.layers["unet"] if n in kv],
-            "spatial": [n for n in self.layers["unet"] if n not in kv],
-        }
-        self.base = {part: {n: base_linear(self.parts[part], n).weight.detach().clone() for n in self.layers[part]}
-                     for part in self.parts}
-        # Σ_i α_i ΔW_i per layer, for the naive-merge baseline; single concepts' deltas are made on demand.
-        self.delta_sum = {part: {} for part in self.parts}
-        for index in range(len(concepts)):
-            for part in self.parts:
-                for name, delta in self.deltas(index, part).items():
-                    total = self.delta_sum[part]
-                    total[name] = total[name] + delta if name in total else delta
+        super().__init__(pipe.text_encoder, pipe.unet, concepts)
         self.sums = {stage: FusionSums() for stage in STAGES}
         self.references: dict[int, Reference] = {}
         self.fused: dict[str, dict[str, torch.Tensor]] = {}
         self.naive: dict[str, dict[str, torch.Tensor]] = {}
 
-    # ------------------------------------------------------------ weights
-    @staticmethod
-    def _lora(concept: FusionConcept, part: Part) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return lora_modules(concept.edlora.unet_lora if part == "unet" else concept.edlora.text_encoder_lora)
-
-    def _check_targets(self, concept: FusionConcept, part: Part) -> None:
-        for name, (a, b) in self._lora(concept, part).items():
-            try:
-                linear = base_linear(self.parts[part], name)
-            except AttributeError as error:
-                raise ValueError(f"{concept.source}: LoRA targets {part} layer {name}, which the base model does "
-                                 "not have: the file was tuned on a different base model") from error
-            if tuple(linear.weight.shape) != (b.shape[0], a.shape[1]):
-                raise ValueError(f"{concept.source}: LoRA for {name} is {b.shape[0]}x{a.shape[1]} but the base layer is "
-                                 f"{tuple(linear.weight.shape)}: the file was tuned on a different base model")
-
-    def deltas(self, index: int, part: Part) -> dict[str, torch.Tensor]:
-        """α_i ΔW_i per layer of concept ``index``, fp32 on the model's device."""
-        concept = self.concepts[index]
-        alpha = concept.edlora.alpha * (concept.unet_alpha if part == "unet" else concept.text_encoder_alpha)
-        device = self.pipe.unet.device
-        return {name: lora_delta(a.to(device), b.to(device), alpha) for name, (a, b) in self._lora(concept, part).items()}
-
-    def concept_deltas(self, index: int, part: Part) -> dict[str, torch.Tensor]:
-        """α_i ΔW_i for every fused layer of ``part`` (zeros where the concept has no LoRA)."""
-        deltas = self.deltas(index, part)
-        return {n: deltas[n] if n in deltas else torch.zeros_like(w0, dtype=torch.float32)
-                for n, w0 in self.base[part].items()}
-
-    def concept_weights(self, index: int, part: Part) -> dict[str, torch.Tensor]:
-        """W_i = W0 + α_i ΔW_i (fp32) for every fused layer of ``part``."""
-        return {n: self.base[part][n].float() + d for n, d in self.concept_deltas(index, part).items()}
-
-    @torch.no_grad()
-    def set_weights(self, part: Part, weights: dict[str, torch.Tensor]) -> None:
-        for name, weight in weights.items():
-            linear = base_linear(self.parts[part], name)
-            linear.weight.copy_(weight.to(linear.weight.dtype))
-
-    def use_concept(self, index: int) -> None:
-        """Turn the model into concept ``index``'s own model (base + its LoRA at its alphas)."""
-        for part in self.parts:
-            self.set_weights(part, self.concept_weights(index, part))
-
-    def restore_base(self) -> None:
-        """Put every fused layer's base weight back, bit-exactly."""
-        for part in self.parts:
-            self.set_weights(part, self.base[part])
-
-    # ---------------------------------------------------------- prompts
     def prompts(self, index: int, templates: list[str]) -> list[str]:
         tokens = self.concepts[index].token_string
-        return [t.replace(self.settings.placeholder, tokens) for t in templates]
+        return [t.replace(PLACEHOLDER, tokens) for t in templates]
 
     # -------------------------------------------------------- statistics
     def statistics_key(self, index: int) -> dict:
@@ -199,12 +111,11 @@ class Fuser:
     def record(self, index: int) -> ConceptRecord:
         """Concept ``index``'s own-model statistics (text encoder, spatial) and reference outputs."""
         s, pipe = self.settings, self.pipe
-        device = pipe.unet.device
         height, width = self.image_size()
         self.use_concept(index)
         try:
             with GramRecorder(pipe.text_encoder, self.stage_layers["text_encoder"]) as text_stats:
-                text_states = pipe.encode_layerwise(self.prompts(index, s.text_prompts), device)
+                text_states = pipe.encode_layerwise(self.prompts(index, s.text_prompts), self.device)
             trajectory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
             def record_step(_module, args, kwargs, output):
@@ -231,10 +142,9 @@ class Fuser:
     def add(self, index: int, record: ConceptRecord) -> None:
         """Add a concept's own-model statistics (recorded here or read from its stats file) to the sums."""
         stats_dtype = self.settings.stats_dtype
-        self.sums["text_encoder"].add(record.text_encoder.to(self.pipe.unet.device),
-                                      self.concept_deltas(index, "text_encoder"), stats_dtype)
-        self.sums["spatial"].add(record.spatial.to(self.pipe.unet.device), self.concept_deltas(index, "unet"),
-                                 stats_dtype)
+        self.sums["text_encoder"].add(record.text_encoder.to(self.device), self.concept_deltas(index, "text_encoder"),
+                                      stats_dtype)
+        self.sums["spatial"].add(record.spatial.to(self.device), self.concept_deltas(index, "unet"), stats_dtype)
         self.references[index] = record.reference
 
     def collect(self, index: int) -> None:
@@ -262,7 +172,7 @@ class Fuser:
         prompts = self.prompts(index, s.text_prompts)
         self.set_weights("text_encoder", self.fused["text_encoder"])
         try:
-            states = pipe.encode_layerwise(prompts, pipe.unet.device)
+            states = pipe.encode_layerwise(prompts, self.device)
         finally:
             self.restore_base()
         fidelity = relative_error(states.float().cpu(), self.references[index].text_states)
@@ -308,38 +218,6 @@ class Fuser:
                 "seconds": seconds,
             })
         return rows
-
-    # ----------------------------------------------------------- fidelity
-    @torch.no_grad()
-    def unet_fidelity(self, index: int, which: Literal["fused", "naive"], batch: int = 8) -> float:
-        """Relative error of the fused (or naive) model's noise predictions along concept ``index``'s own trajectory."""
-        weights = self.fused if which == "fused" else self.naive
-        pipe, ref = self.pipe, self.references[index]
-        device, dtype = pipe.unet.device, pipe.unet.dtype
-        self.set_weights("text_encoder", weights["text_encoder"])
-        self.set_weights("unet", weights["unet"])
-        try:
-            prompts = [p for p in self.prompts(index, self.settings.spatial_prompts) for _ in self.settings.spatial_seeds]
-            states = pipe.encode_layerwise(prompts, device).to(dtype)
-            per_step = len(prompts)
-            outputs = []
-            for start in range(0, ref.latents.shape[0], batch * per_step):
-                x = ref.latents[start : start + batch * per_step].to(device, dtype)
-                t = ref.timesteps[start : start + batch * per_step].to(device)
-                context = states.repeat(x.shape[0] // per_step, 1, 1)
-                outputs.append(pipe.unet(x, t, context).sample.float().cpu())
-        finally:
-            self.restore_base()
-        return relative_error(torch.cat(outputs), ref.noise)
-
-    def text_fidelity_naive(self, index: int) -> float:
-        with torch.no_grad():
-            self.set_weights("text_encoder", self.naive["text_encoder"])
-            try:
-                states = self.pipe.encode_layerwise(self.prompts(index, self.settings.text_prompts), self.pipe.unet.device)
-            finally:
-                self.restore_base()
-        return relative_error(states.float().cpu(), self.references[index].text_states)
 
     # --------------------------------------------------------------- output
     def token_table(self, base_model: str = "") -> EDLoRA:

@@ -3,7 +3,7 @@ and ΔW_i = W_i − W0:
 
     f(W) = Σ_i ||X_i W_iᵀ − X_i Wᵀ||² = tr(D S Dᵀ) − 2 tr(D B) + c,   S = Σ G_i,  B = Σ G_i ΔW_iᵀ,  c = Σ tr(ΔW_i G_i ΔW_iᵀ)
 
-(see :class:`~mos_lightning.fusion.stats.FusionSums`); f(W0) = c. The Gram form has the same value and
+(see :class:`~mos_lightning.fusion.grams.FusionSums`); f(W0) = c. The Gram form has the same value and
 gradient as the objective on stacked activations, so L-BFGS here takes the paper's steps without
 holding the activations.
 """

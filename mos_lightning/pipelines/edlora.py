@@ -22,13 +22,8 @@ from ..attention import (
 from ..edlora_file import CONCEPTS_FILE, EDLoRA, load_edlora
 from ..lora import merge_lora, restore
 from ..models import check_compatible
+from ..defaults import NEGATIVE_PROMPT, PLACEHOLDER
 from ..tokens import LayerwiseTokens, create_layerwise_tokens, encode_prompts, tokenize
-
-DEFAULT_NEGATIVE_PROMPT = (
-    "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, "
-    "cropped, worst quality, low quality"
-)
-
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Float images in [0, 1] (diffusers' ``output_type="np"``) as uint8, rounded like diffusers' PIL output."""
@@ -43,7 +38,7 @@ class EDLoRAPipeline(StableDiffusionPipeline):
     loaded, ``<TOK>`` stands for its tokens.
     """
 
-    placeholder = "<TOK>"
+    placeholder = PLACEHOLDER
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -164,7 +159,7 @@ class EDLoRAPipeline(StableDiffusionPipeline):
             negative_prompt_embeds = negative_prompt_embeds.to(self.unet.dtype).repeat_interleave(num_images_per_prompt, 0)
         return prompt_embeds, negative_prompt_embeds
 
-    def sample(self, prompts: list[str], seeds: list[int], negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+    def sample(self, prompts: list[str], seeds: list[int], negative_prompt: str = NEGATIVE_PROMPT,
                **kwargs) -> np.ndarray:
         """uint8 ``[B, H, W, 3]`` images, one per (prompt, seed); each depends only on its own pair, because every
         image gets its own CPU generator (the same seed gives the same starting noise on every device)."""
@@ -175,7 +170,7 @@ class EDLoRAPipeline(StableDiffusionPipeline):
         return to_uint8(images)
 
     @torch.no_grad()
-    def __call__(self, *args, negative_prompt=DEFAULT_NEGATIVE_PROMPT, **kwargs):
+    def __call__(self, *args, negative_prompt=NEGATIVE_PROMPT, **kwargs):
         previous = attention_processors(self.unet)  # put back afterwards: a tuning run may share this UNet
         install_layerwise_processors(self.unet)  # encode_prompt always yields layer copies
         try:

@@ -14,8 +14,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..attention import attention_processors, set_attention_processors
-from ..regional import Region, RegionLayout, install_regional_processors
-from .edlora import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline, to_uint8
+from ..attention.regions import Region, RegionLayout, install_regional_processors
+from ..defaults import NEGATIVE_PROMPT
+from .edlora import EDLoRAPipeline, to_uint8
 
 
 @dataclass
@@ -66,7 +67,7 @@ class RegionalPipeline:
         self,
         prompt: str,
         regions: list[Region],
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        negative_prompt: str = NEGATIVE_PROMPT,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 20,
@@ -116,7 +117,7 @@ def draw_regions(image: np.ndarray, regions: list[Region]) -> np.ndarray:
     height, width = image.shape[:2]
     canvas = Image.fromarray(image).convert("RGB")
     draw = ImageDraw.Draw(canvas)
-    from ..regional import box_fractions
+    from ..attention.regions import box_fractions
 
     for k, region in enumerate(regions):
         top, left, bottom, right = box_fractions(region.box, height, width)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Literal
 
@@ -10,27 +9,16 @@ import lightning.pytorch as pl
 import torch
 
 from ..components import describe
+from ..defaults import BASE_MODEL, PLACEHOLDER
+from ..distributed import check_ddp_settings, offset_seeds_by_rank
 from ..edlora_file import EDLoRA, ConceptInfo, save_edlora
 from ..edlora_model import EDLoRAModel
 from ..host_values import LaggedHostScalar
-from ..losses import DiffusionLoss, LossTerm
-from ..models import BaseModel, cast_frozen, load_base_model
+from ..losses import DiffusionLoss, LossTerm, term_names
+from ..models import BaseModel, load_base_model
+from .trainable_state import TrainableStateCheckpoints
 
-DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-
-
-def offset_seeds_by_rank(rank: int) -> None:
-    """Give each DDP rank its own random stream: ``seed_everything`` seeds every rank alike, so ranks
-    would draw the same noise, timesteps and augmentations for their different images. Rank 0 keeps
-    its stream, so a one-process run is unchanged."""
-    if rank == 0:
-        return
-    seed = (torch.initial_seed() + rank) % 2**63
-    torch.manual_seed(seed)  # CPU and every GPU
-    random.seed(seed)  # the datasets' augmentations draw from Python's generator
-
-
-class EDLoRATask(pl.LightningModule):
+class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
     """Tunes one concept: layer-wise token embeddings plus rank-r LoRA on UNet and text-encoder attention.
 
     The model (:class:`~mos_lightning.edlora_model.EDLoRAModel`, ``self.model``) is built in
@@ -42,12 +30,11 @@ class EDLoRATask(pl.LightningModule):
 
     def __init__(
         self,
-        base_model: str = DEFAULT_BASE,
+        base_model: str = BASE_MODEL,
         concept_name: str = "concept",
         tokens: tuple[str, ...] = ("<concept1>", "<concept2>"),
         initializers: tuple[str, ...] = ("<rand-0.013>", "man"),
         class_word: str | None = None,
-        placeholder: str = "<TOK>",
         layerwise: bool = True,
         lora_rank: int = 4,
         lora_alpha: float = 1.0,
@@ -81,7 +68,6 @@ class EDLoRATask(pl.LightningModule):
             tokens: New token names for the concept, in prompt order (e.g. ``<potter1>``, ``<potter2>``).
             initializers: One per token: ``<rand-σ>`` (Gaussian, std σ) or a single-token word to copy.
             class_word: The concept's class word (for evaluation bounds); default: the first word initializer.
-            placeholder: String in captions replaced by the concept's tokens.
             layerwise: One embedding per cross-attention layer (ED-LoRA); False = one shared embedding ("LoRA" baseline).
             lora_rank: LoRA rank on UNet and text-encoder attention; 0 trains embeddings only (the "P+" baseline).
             lora_alpha: LoRA scale in ``W x + alpha * B(A x)`` (reference: 1.0).
@@ -99,23 +85,18 @@ class EDLoRATask(pl.LightningModule):
                 ``AttentionRegularisation(weight=0.01)`` (needs masks).
             max_embedding_norm: Concept embeddings stop updating once their mean norm reaches this (None disables).
             init_seed: Seed of the random token initialisation.
-            frozen_dtype: Storage dtype of the frozen base weights (``bfloat16`` halves memory on GPUs; use it
-                with ``trainer.precision: bf16-mixed``). Trainable tensors and optimizer state stay float32.
-            gradient_checkpointing: Recompute UNet and text-encoder activations in the backward pass: less memory
-                for small GPUs, about 30 % more time per step. Not with a term that reads attention maps.
-            compile_unet: ``torch.compile`` the UNet (in place): faster steps on GPUs after a one-time compile of a few
-                minutes (inductor caches it on disk for later runs); pays off for long runs only.
-            compile_text_encoder: ``torch.compile`` the text encoder too: it runs one copy per cross-attention layer
-                (16 per prompt), about a quarter of the UNet's FLOPs at batch 4, and as many small kernels.
-            compile_vae: ``torch.compile`` the VAE encoder (idle once ``cache_latents`` holds every view).
-            compile_mode: ``torch.compile`` mode for the compiled modules: ``reduce-overhead`` adds CUDA graphs (removes
-                the kernel-launch overhead that bounds SD 1.5 LoRA steps; needs a fixed batch size, which the
-                data module's ``drop_last`` gives), ``max-autotune`` also tunes kernels (longer compile).
+            frozen_dtype: Storage dtype of the frozen base (``bfloat16`` with ``trainer.precision: bf16-mixed`` halves
+                memory); trainable tensors and optimizer state stay float32.
+            gradient_checkpointing: Recompute activations in backward (less memory, ~30 % slower); not with a term
+                that reads attention maps.
+            compile_unet: ``torch.compile`` the UNet in place (a one-time compile of minutes; for long GPU runs).
+            compile_text_encoder: Also compile the text encoder (16 layer copies per prompt: many small kernels).
+            compile_vae: Also compile the VAE encoder (idle once ``cache_latents`` holds every view).
+            compile_mode: ``torch.compile`` mode: ``reduce-overhead`` adds CUDA graphs (needs a fixed batch size, which
+                the data module's ``drop_last`` gives); ``max-autotune`` also tunes kernels.
             channels_last: Store the UNet's convolution weights channels-last (often faster on GPUs with bf16/fp16).
-            cache_latents: Keep the VAE posterior (mean, std) of every deterministic view (image × flip, when it was
-                letterboxed rather than randomly cropped) and sample from it instead of encoding again: saves a
-                VAE encode (≈ a UNet forward at 512²) per such sample, same results, a few MB of GPU memory. With
-                the default ``crop_prob: 0.5`` about half the samples are cacheable; ``crop_prob: 0`` makes all.
+            cache_latents: Reuse the VAE posterior of every deterministic view (letterboxed, not randomly cropped):
+                one VAE encode per view, same results.
             output_dir: Where ``edlora.safetensors`` is written.
             export_every_n_steps: Also write ``edlora-step<N>.safetensors`` every N optimizer steps (0 disables).
             fusion_stats: After tuning, also write ``edlora.fusion-stats.safetensors`` (the concept's fusion
@@ -125,16 +106,12 @@ class EDLoRATask(pl.LightningModule):
         super().__init__()
         if not tokens or len(tokens) != len(initializers):
             raise ValueError(f"need one initializer per token, got tokens={list(tokens)} initializers={list(initializers)}")
-        if not placeholder:
-            raise ValueError("placeholder must be a non-empty string such as '<TOK>'")
         if lora_rank < 0:
             raise ValueError("lora_rank must be >= 0")
         self.losses = list(losses) if losses is not None else [DiffusionLoss()]
         if not self.losses:
             raise ValueError("losses is empty: give at least one loss term, e.g. mos_lightning.losses.DiffusionLoss")
-        # log names: each term's name, numbered where several terms share one
-        names = [term.name for term in self.losses]
-        self.loss_names = [f"{n}_{names[:i].count(n) + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+        self.loss_names = term_names(self.losses)
         self.record_attention = any(term.needs_attention_maps for term in self.losses)
         if gradient_checkpointing and self.record_attention:
             raise ValueError("gradient_checkpointing cannot be combined with a loss term that reads attention maps "
@@ -143,8 +120,10 @@ class EDLoRATask(pl.LightningModule):
         # Loss terms are objects: the checkpoint keeps their description, not the objects (no pickle in files).
         self.save_hyperparameters(ignore=["losses"])
         self.hparams["losses"] = [describe(term) for term in self.losses]
-        self.strict_loading = False  # checkpoints hold only the trainable state (see on_save_checkpoint)
+        self.strict_loading = False  # checkpoints hold only the trainable state (TrainableStateCheckpoints)
         self.host_loss = LaggedHostScalar()
+        # the string in captions that stands for the concept: the data module's (one source of truth), set in setup
+        self.placeholder = PLACEHOLDER
         self.model: EDLoRAModel | None = None
 
     # ----------------------------------------------------------------- model
@@ -167,19 +146,9 @@ class EDLoRATask(pl.LightningModule):
             lora_alpha=h.lora_alpha, noise_offset=h.noise_offset, prediction_type=h.prediction_type,
             init_seed=h.init_seed, cache_latents=h.cache_latents,
         )
-        cast_frozen((model.unet, model.text_encoder, model.vae), getattr(torch, h.frozen_dtype))
-        if h.gradient_checkpointing:
-            model.unet.enable_gradient_checkpointing()
-            model.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.text_encoder.train()  # transformers checkpoints only in train mode (CLIP's dropout rates are 0)
-        if h.channels_last:
-            model.unet.to(memory_format=torch.channels_last)
-        compiled = (
-            (h.compile_unet, model.unet), (h.compile_text_encoder, model.text_encoder), (h.compile_vae, model.vae.encoder)
-        )
-        for wanted, module in compiled:
-            if wanted:
-                module.compile(mode=h.compile_mode)  # in place: module names and checkpoint keys stay the same
+        compile_parts = [p for p in ("unet", "text_encoder", "vae") if h[f"compile_{p}"]]
+        model.configure_speed(getattr(torch, h.frozen_dtype), h.gradient_checkpointing, h.channels_last, compile_parts,
+                              h.compile_mode)
 
     def setup(self, stage: str) -> None:
         dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
@@ -189,30 +158,19 @@ class EDLoRATask(pl.LightningModule):
                 f"loss terms {needing} need a mask for every image: give the data module a mask_dir "
                 "(or a masks/ folder beside the images), or drop them"
             )
+        self.placeholder = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("placeholder",
+                                                                                                 PLACEHOLDER)
         check_ddp_settings(self.trainer)
 
     def on_fit_start(self) -> None:
         offset_seeds_by_rank(self.global_rank)
 
     def sampling_pipeline(self, scheduler: str = "dpm_solver"):
-        """An :class:`~mos_lightning.pipelines.EDLoRAPipeline` over this module's live modules (no copies).
-
-        The LoRA stays injected (scale it with :func:`mos_lightning.lora.scaled_lora` on the pipeline's
-        ``unet`` and ``text_encoder``); ``<TOK>`` and this module's placeholder stand for the concept.
-        """
-        from ..pipelines import EDLoRAPipeline, make_scheduler
-
-        m = self.model
-        pipe = EDLoRAPipeline(
-            vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet,
-            scheduler=make_scheduler(scheduler, m.noise_scheduler.config),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )
+        """An :class:`~mos_lightning.pipelines.EDLoRAPipeline` over this module's live modules (no copies); the LoRA
+        stays injected (scale it with :func:`mos_lightning.lora.scaled_lora` on the pipeline's ``unet`` and
+        ``text_encoder``); ``<TOK>`` and this module's placeholder stand for the concept."""
         info = ConceptInfo(tokens=list(self.hparams.tokens), class_word=self.concept_class_word)
-        pipe.set_concept_tokens(m.concept_tokens, {self.hparams.concept_name: info})
-        pipe.placeholder = self.hparams.placeholder
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return self.model.pipeline(self.hparams.concept_name, info, scheduler, self.placeholder)
 
     # -------------------------------------------------------------- training
     def compute_loss(self, batch: dict, return_output: bool = False, **forward_kwargs):
@@ -225,7 +183,7 @@ class EDLoRATask(pl.LightningModule):
             # CUDA graphs reuse their output memory on each replay: tell them a new training step begins, so
             # the previous step's outputs (already consumed) may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        output = self.model(batch, record_attention=self.record_attention, placeholder=self.hparams.placeholder,
+        output = self.model(batch, record_attention=self.record_attention, placeholder=self.placeholder,
                             **forward_kwargs)
         parts = {name: term(output, batch) for name, term in zip(self.loss_names, self.losses)}
         loss = torch.stack(list(parts.values())).sum() if len(parts) > 1 else next(iter(parts.values()))
@@ -307,34 +265,7 @@ class EDLoRATask(pl.LightningModule):
             path = save_edlora(Path(self.hparams.output_dir) / "edlora.safetensors", self.export())
             print(f"wrote {path}")
             if self.hparams.fusion_stats:
-                from ..fusion.concept_stats import compute_concept_stats
+                from ..fusion.stats_file import compute_concept_stats
 
                 for stats in compute_concept_stats(self.hparams.base_model, [str(path)], self.device):
                     print(f"wrote {stats}")
-
-    # ----------------------------------------------------------- checkpoints
-    def trainable_keys(self) -> set[str]:
-        return {name for name, p in self.named_parameters() if p.requires_grad}
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        keep = self.trainable_keys()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        missing = self.trainable_keys() - set(checkpoint["state_dict"])
-        if missing:
-            raise ValueError(
-                f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[:2]}): it was written "
-                "by a run with different tokens, LoRA rank or base model"
-            )
-
-
-def check_ddp_settings(trainer) -> None:
-    """DDP(static_graph=True) with gradient accumulation (no_sync) fails inside the reducer in current
-    PyTorch, and in some versions silently stops averaging gradients; refuse it before any work."""
-    ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None) or {}
-    if ddp_kwargs.get("static_graph") and trainer.accumulate_grad_batches > 1:
-        raise ValueError(
-            "DDP static_graph=True cannot be combined with accumulate_grad_batches > 1 (PyTorch's reducer "
-            "breaks under no_sync); drop static_graph from the strategy's init_args, or accumulation"
-        )

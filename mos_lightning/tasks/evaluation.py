@@ -3,9 +3,11 @@
 Each ``test_step`` makes the images of a batch of (concept, prompt, seed) items with every configured
 method — single-concept models (base + the concept's ED-LoRA), a fused model, or the base model with
 the class word (the paper's bounds) — using the paper's settings (DPM-Solver 20 steps, CFG 7.5, its
-negative prompt, fixed seeds). Images are saved under ``<output_dir>/images/<method>/`` and reused
-when a run is repeated, so an interrupted evaluation resumes. Scoring is the job of
-:class:`mos_lightning.callbacks.CLIPMetrics`.
+negative prompt, fixed seeds), and scores them with the paper's CLIP metrics (text and image alignment,
+summed over processes). Images are saved under ``<output_dir>/images/<method>/`` and reused when a run
+is repeated, so an interrupted evaluation resumes. The scores are logged (``test/<metric>/<method>/<concept>``)
+and handed out by :meth:`EvalTask.evaluation_results`; :class:`mos_lightning.callbacks.EvalReport` writes
+them as Table-1-shaped reports.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data.evaluation import EvalItem, reference_images
+from ..defaults import NEGATIVE_PROMPT, PLACEHOLDER
+from ..distributed import all_gather_objects
 from ..edlora_file import load_edlora
+from ..images import save_png
+from ..metrics import ALL_GROUPS, TEXT_PREFIX, AlignmentTable, CLIPFeatures, EvalResults
 from ..models import resolve_dtype, resolve_source
-from ..pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline, SchedulerName, make_scheduler
-
-PLACEHOLDER = "<TOK>"
-
+from ..pipelines import EDLoRAPipeline, SchedulerName, make_scheduler
 
 @dataclass
 class EvalMethod:
@@ -44,7 +48,11 @@ class EvalMethod:
 
 
 class EvalTask(pl.LightningModule):
-    """Makes the evaluation images of every method; pair it with the ``CLIPMetrics`` callback."""
+    """Makes and scores the evaluation images of every method; pair it with the ``EvalReport`` callback for tables.
+
+    ``test_step`` returns ``{"items", "images": {method: [uint8 HWC]}, "paths": {method: [path]}, "scores":
+    [per image row]}``; after the run, :meth:`evaluation_results` gives the :class:`~mos_lightning.metrics.EvalResults`.
+    """
 
     def __init__(
         self,
@@ -54,16 +62,18 @@ class EvalTask(pl.LightningModule):
         scheduler: SchedulerName = "dpm_solver",
         num_inference_steps: int = 20,
         guidance_scale: float = 7.5,
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        negative_prompt: str = NEGATIVE_PROMPT,
         height: int | None = None,
         width: int | None = None,
         dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
+        clip_model: str = "openai/clip-vit-base-patch32",
+        clip_batch_size: int = 32,
     ):
         """
         Args:
             methods: Table rows: ``{name, base_model, edloras: {concept: file}, lora_scale: 0.7, class_word: false}``.
             output_dir: Images go to ``<output_dir>/images/<method>/<concept>/<prompt>/seed<N>.png``; the
-                metrics callback writes its tables here too.
+                ``EvalReport`` callback writes its tables here too.
             reuse_images: Score images already on disk instead of making them again (resume).
             scheduler: Sampler (paper: ``dpm_solver``).
             num_inference_steps: Denoising steps (paper: 20).
@@ -72,6 +82,8 @@ class EvalTask(pl.LightningModule):
             height: Image height (default: the model's native size).
             width: Image width (default: the model's native size).
             dtype: ``auto`` = float16 on GPUs, float32 on CPU.
+            clip_model: transformers CLIP model for the metrics (local folder or hub id); the paper uses ViT-B/32.
+            clip_batch_size: Reference images per CLIP forward pass.
         """
         super().__init__()
         self.methods = [m if isinstance(m, EvalMethod) else EvalMethod(**m) for m in methods or []]
@@ -87,6 +99,7 @@ class EvalTask(pl.LightningModule):
         self.save_hyperparameters()
         self.pipes: dict[str, EDLoRAPipeline] = {}
         self._loaded: dict[str, str | None] = {}  # method → concept whose ED-LoRA is loaded
+        self.results: EvalResults | None = None
 
     def setup(self, stage: str) -> None:
         concepts = {item.concept for item in getattr(self.trainer.datamodule, "items", [])}
@@ -114,11 +127,25 @@ class EvalTask(pl.LightningModule):
             self._loaded[m.name] = None
             modules[m.name] = torch.nn.ModuleList([pipe.unet, pipe.text_encoder, pipe.vae])
         self.models = torch.nn.ModuleDict(modules)  # moved to the device by Lightning
+        self.clip = CLIPFeatures(self.hparams.clip_model)
+
+    def on_test_start(self) -> None:
+        data, size = self.trainer.datamodule, self.hparams.clip_batch_size
+        from PIL import Image as PILImage
+
+        self.references = {}
+        for spec in data.specs:
+            paths = reference_images(spec)
+            features = [self.clip.images([PILImage.open(p) for p in paths[i : i + size]])
+                        for i in range(0, len(paths), size)]
+            self.references[spec.name] = torch.cat(features)
+        self.concepts = [s.name for s in data.specs]
+        self.groups = sorted({item.group for item in data.items})
+        self.table = AlignmentTable([m.name for m in self.methods], self.concepts, self.groups).to(self.device)
+        self.rows: list[dict] = []
 
     # --------------------------------------------------------------- images
     def image_path(self, method: EvalMethod, item: dict) -> Path:
-        from ..data.evaluation import EvalItem
-
         return Path(self.hparams.output_dir) / "images" / method.name / EvalItem(**item).name
 
     def prompt_for(self, method: EvalMethod, item: dict) -> str:
@@ -148,8 +175,6 @@ class EvalTask(pl.LightningModule):
 
     def method_images(self, method: EvalMethod, items: list[dict]) -> list[np.ndarray]:
         """Images for ``items``: read from disk when already made, else generated (per concept) and saved."""
-        from mos_lightning.callbacks.image_writer import save_png
-
         out: list[np.ndarray | None] = [None] * len(items)
         todo: dict[str, list[int]] = {}
         for k, item in enumerate(items):
@@ -171,4 +196,32 @@ class EvalTask(pl.LightningModule):
         if not items:
             return None
         items.sort(key=lambda i: i["concept"])  # fewer ED-LoRA switches
-        return {"items": items, "images": {m.name: self.method_images(m, items) for m in self.methods}}
+        images = {m.name: self.method_images(m, items) for m in self.methods}
+        paths = {m.name: [str(self.image_path(m, item)) for item in items] for m in self.methods}
+        texts = self.clip.texts([TEXT_PREFIX + item["class_prompt"] for item in items])
+        scores = []
+        for method, method_images in images.items():
+            features = self.clip.images(method_images)
+            for k, item in enumerate(items):
+                own = self.table.update(method, item["concept"], item["group"], features[k : k + 1], texts[k : k + 1],
+                                        self.references[item["concept"]])
+                scores.append({"method": method, **item, **own, "path": paths[method][k]})
+        self.rows.extend(scores)
+        return {"items": items, "images": images, "paths": paths, "scores": scores}
+
+    def on_test_epoch_end(self) -> None:
+        values = self.table.compute()  # a collective: every process, same order
+        for (method, concept, group), metrics in values.items():
+            if group == ALL_GROUPS:
+                for name, value in metrics.items():
+                    self.log(f"test/{name}/{method}/{concept}", value, sync_dist=False, rank_zero_only=True)
+        rows = [r for part in all_gather_objects(self.rows) for r in part]
+        rows.sort(key=lambda r: (r["method"], r["concept"], r["prompt_index"], r["seed"]))
+        self.results = EvalResults(self.hparams.output_dir, [m.name for m in self.methods], self.concepts,
+                                   self.groups, values, rows)
+
+    def evaluation_results(self) -> EvalResults:
+        """The scores of the finished ``test`` run (what report callbacks read)."""
+        if self.results is None:
+            raise RuntimeError("no evaluation results yet: they exist after a finished `test` run")
+        return self.results

@@ -1,9 +1,9 @@
-"""Center-node fusion as a LightningModule: ``mos-lightning fit --config configs/fusion/<set>.yaml``.
+"""Center-node fusion as a LightningModule: ``mos-lightning predict --config configs/fusion/<set>.yaml``.
 
-Nothing is trained: each "training step" gathers one concept's statistics from its own model (the
-concepts are split across processes), and at the end of the epoch the statistics are summed over
-processes, every process solves the same layers (milliseconds each), each measures the fidelity of
-its own concepts, and rank 0 writes the fused model folder and ``fusion_report.json``.
+Nothing is trained, so fusion runs under ``predict``: each process takes one step holding its share of
+the concepts and runs :func:`mos_lightning.fusion.run_fusion` (statistics of its own concepts, summed
+over processes; every process solves the same layers; each measures its concepts' fidelity); rank 0
+writes the fused model folder and ``fusion_report.json``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ import lightning.pytorch as pl
 import torch
 
 from ..components import describe
-from ..data.fusion import IDLE
-from ..edlora_file import CONCEPTS_FILE, save_edlora
-from ..fusion import Fuser, FusionSettings, all_reduce_sums
-from ..fusion.concept_stats import load_record, save_record, stats_path
+from ..defaults import BASE_MODEL, PLACEHOLDER
+from ..fusion import Fuser, FusionSettings, run_fusion
+from ..fusion.output import fusion_report, save_fused_model, write_report
 from ..fusion.solvers import ClosedForm, FusionSolver
-from ..io import atomic_dir, write_json
-from ..models import all_gather_objects, model_identity, resolve_dtype, resolve_source
+from ..fusion.stats_file import saved_or_recorded
+from ..models import model_identity, resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline
-from .edlora import DEFAULT_BASE
 
 
 class FusionTask(pl.LightningModule):
@@ -38,7 +36,7 @@ class FusionTask(pl.LightningModule):
 
     def __init__(
         self,
-        base_model: str = DEFAULT_BASE,
+        base_model: str = BASE_MODEL,
         output_dir: str = "outputs/fusion",
         solver: FusionSolver | None = None,
         text_prompts: list[str] | None = None,
@@ -89,13 +87,11 @@ class FusionTask(pl.LightningModule):
         # The solver is an object: the checkpoint and the report keep its description (no pickle in files).
         self.save_hyperparameters(ignore=["solver"])
         self.hparams["solver"] = describe(self.solver)
-        self.automatic_optimization = False
-        # DDP refuses to wrap a module without trainable parameters; fusion trains nothing.
-        self.ddp_anchor = torch.nn.Parameter(torch.zeros(1))
         self.pipe: EDLoRAPipeline | None = None
         self.fuser: Fuser | None = None
         self.report: dict = {}
-        self.statistics: dict[str, str] = {}  # concept → where its own-model statistics came from
+
+    subcommands = ("predict",)  # the CLI refuses others with a clear message
 
     # ----------------------------------------------------------------- setup
     @property
@@ -115,8 +111,8 @@ class FusionTask(pl.LightningModule):
         if not concepts:
             raise ValueError("FusionTask needs a mos_lightning.data.FusionDataModule with at least one concept")
         for prompt in (self.settings.text_prompts + self.settings.spatial_prompts):
-            if "<TOK>" not in prompt:
-                raise ValueError(f"fusion prompt {prompt!r} lacks <TOK>; the statistics must see the concept's tokens")
+            if PLACEHOLDER not in prompt:
+                raise ValueError(f"fusion prompt {prompt!r} lacks {PLACEHOLDER}; the statistics must see the concept's tokens")
         resolve_source(self.hparams.base_model)  # clear error for a missing folder before anything loads
 
     def configure_model(self) -> None:
@@ -132,123 +128,38 @@ class FusionTask(pl.LightningModule):
         self.pipe = pipe
         self.unet, self.text_encoder, self.vae = pipe.unet, pipe.text_encoder, pipe.vae  # moved by Lightning
 
-    def on_fit_start(self) -> None:
-        self._start = time.perf_counter()
-        self.fuser = Fuser(self.pipe, self.trainer.datamodule.fusion_concepts, self.settings,
-                           base_model=model_identity(self.hparams.base_model))
-
-    def configure_optimizers(self):
-        return None
-
     # ------------------------------------------------------------ the work
-    def training_step(self, index, batch_idx: int) -> None:
-        index = int(index)
-        if index == IDLE:
-            return
-        fuser, h = self.fuser, self.hparams
-        concept, key = fuser.concepts[index], fuser.statistics_key(index)
-        path = stats_path(concept.source)
-        record, why = load_record(path, key) if h.use_saved_stats else (None, "use_saved_stats is off")
-        if record is None:
-            record = fuser.record(index)
-            self.statistics[concept.name] = "recorded" + (f" ({why})" if path.exists() else "")
-            if h.save_stats:
-                save_record(path, record, key)
-        else:
-            self.statistics[concept.name] = f"read from {path}"
-        fuser.add(index, record)
-
-    def _reduce(self, stage: str) -> None:
-        sums = self.fuser.sums[stage]
-        layouts = all_gather_objects(sums.layout())
-        for layout in layouts:
-            sums.fill_missing(layout, self.device, self.fuser.settings.stats_dtype)
-        all_reduce_sums(sums, lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
-
-    def on_train_epoch_end(self) -> None:
-        fuser, timing = self.fuser, {"statistics_s": time.perf_counter() - self._start}
-        progress = self.trainer.is_global_zero
+    def predict_step(self, indices: list[int], batch_idx: int = 0) -> str:
+        """Fuse, with this process gathering the statistics of concepts ``indices``; rank 0 writes the results.
+        Returns the fused model folder."""
         start = time.perf_counter()
-        layers = {}
-        self._reduce("text_encoder")
-        layers["text_encoder"] = fuser.solve("text_encoder", progress)
-        text_fidelity = {}
-        for i in sorted(fuser.references):  # this process's concepts: k/v statistics need the fused text encoder
-            text_fidelity[i] = (fuser.collect_kv(i), fuser.text_fidelity_naive(i))
-        self._reduce("kv")
-        self._reduce("spatial")
-        layers["kv"] = fuser.solve("kv", progress)
-        layers["spatial"] = fuser.solve("spatial", progress)
-        timing["solve_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        fidelity = {}
-        for i in sorted(fuser.references):
-            fidelity[fuser.concepts[i].name] = {
-                "text_encoder": {"fused": text_fidelity[i][0], "naive": text_fidelity[i][1]},
-                "unet": {"fused": fuser.unet_fidelity(i, "fused"), "naive": fuser.unet_fidelity(i, "naive")},
-            }
-        gathered, statistics = {}, {}
-        for part in all_gather_objects(fidelity):
-            gathered.update(part)
-        for part in all_gather_objects(self.statistics):
-            statistics.update(part)
-        timing["fidelity_s"] = time.perf_counter() - start
-        self.report = self.build_report(layers, gathered, timing)
-        self.report["statistics"] = {c.name: statistics.get(c.name) for c in fuser.concepts}
-        if self.trainer.is_global_zero:
-            self.write_outputs()
+        # Lightning predicts under inference mode; L-BFGS needs autograd, and tensors made in inference mode
+        # cannot enter it later: run the fusion in plain no-grad mode.
+        with torch.inference_mode(False), torch.no_grad():
+            h = self.hparams
+            self.fuser = fuser = Fuser(self.pipe, self.trainer.datamodule.fusion_concepts, self.settings,
+                                       base_model=model_identity(h.base_model))
+            result = run_fusion(fuser, [int(i) for i in indices], saved_or_recorded(fuser, h.use_saved_stats, h.save_stats),
+                                progress=self.trainer.is_global_zero)
+            settings = {k: v for k, v in dict(h).items() if k not in ("base_model", "output_dir", "solver")
+                        and not k.startswith("_")}
+            self.report = fusion_report(fuser, result, h.solver, settings, h.base_model, self.trainer.world_size)
+            if self.trainer.is_global_zero:
+                self.write_outputs(start)
         self.trainer.strategy.barrier("fusion-written")
-        self.trainer.should_stop = True  # one pass over the concepts, whatever trainer.max_epochs says
+        return str(Path(self.hparams.output_dir) / "model")
 
     # ------------------------------------------------------------- output
-    def build_report(self, layers: dict, fidelity: dict, timing: dict) -> dict:
-        h, fuser = self.hparams, self.fuser
-        order = [c.name for c in fuser.concepts]
-        return {
-            "base_model": h.base_model,
-            "solver": h.solver,
-            "settings": {k: v for k, v in dict(h).items()
-                         if k not in ("base_model", "output_dir") and not k.startswith("_")},
-            "concepts": [
-                {"name": c.name, "file": c.source, "tokens": c.tokens, "unet_alpha": c.unet_alpha,
-                 "text_encoder_alpha": c.text_encoder_alpha}
-                for c in fuser.concepts
-            ],
-            "fidelity": {name: fidelity[name] for name in order if name in fidelity},
-            "layers": layers,
-            "timing": timing,
-            "world_size": self.trainer.world_size,
-        }
-
-    def write_outputs(self) -> None:
+    def write_outputs(self, start: float) -> None:
         fuser, out = self.fuser, Path(self.hparams.output_dir)
-        start = time.perf_counter()
-        from diffusers import StableDiffusionPipeline
-
-        fuser.set_weights("text_encoder", fuser.fused["text_encoder"])
-        fuser.set_weights("unet", fuser.fused["unet"])
-        table = fuser.token_table(self.hparams.base_model)
-        pipe = self.pipe
-        pipe.unload_edlora()  # the saved folder has the base vocabulary; the tokens live in concepts.safetensors
-        try:
-            with atomic_dir(out / "model") as tmp:
-                plain = StableDiffusionPipeline(
-                    vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-                    scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-                )
-                plain.save_pretrained(tmp)
-                save_edlora(tmp / CONCEPTS_FILE, table)
-        finally:
-            fuser.restore_base()
-        self.report["timing"]["write_s"] = time.perf_counter() - start
-        self.report["timing"]["total_s"] = time.perf_counter() - self._start
-        write_json(out / "fusion_report.json", self.report)
+        begin = time.perf_counter()
+        save_fused_model(fuser, out / "model", self.hparams.base_model)
+        self.report["timing"]["write_s"] = time.perf_counter() - begin
+        self.report["timing"]["total_s"] = time.perf_counter() - start
+        write_report(out, self.report)
         lines = [f"fused {len(fuser.concepts)} concept(s) with {type(self.solver).__name__} → {out / 'model'}",
                  "relative error vs each concept's own model (fused | naive merge):"]
         for name, f in self.report["fidelity"].items():
             lines.append(f"  {name:<20} text encoder {f['text_encoder']['fused']:.4f} | {f['text_encoder']['naive']:.4f}"
                          f"   UNet {f['unet']['fused']:.4f} | {f['unet']['naive']:.4f}")
         print("\n".join(lines))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {}  # nothing is trained; the result is the model folder

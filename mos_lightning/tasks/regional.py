@@ -10,10 +10,10 @@ from PIL import Image
 
 from ..data.scenes import check_scenes
 from ..edlora_file import CONCEPTS_FILE, load_edlora
-from ..models import resolve_source
-from ..pipelines import DEFAULT_NEGATIVE_PROMPT, SchedulerName
+from ..models import Geometry, resolve_source
+from ..defaults import BASE_MODEL, NEGATIVE_PROMPT
+from ..pipelines import SchedulerName
 from ..pipelines.regional import AdapterCondition, RegionalPipeline, draw_regions
-from .edlora import DEFAULT_BASE
 from .sampling import SamplingTask
 
 
@@ -27,14 +27,14 @@ class RegionalTask(SamplingTask):
 
     def __init__(
         self,
-        base_model: str = DEFAULT_BASE,
+        base_model: str = BASE_MODEL,
         edloras: list[str] | None = None,
         lora_scale: float = 0.7,
         adapters: dict[str, str] | None = None,
         scheduler: SchedulerName = "dpm_solver",
         num_inference_steps: int = 20,
         guidance_scale: float = 7.5,
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        negative_prompt: str = NEGATIVE_PROMPT,
         dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
     ):
         """
@@ -67,15 +67,6 @@ class RegionalTask(SamplingTask):
             known |= {f"<{name}>" for name in edlora.concepts} | set(edlora.token_names)
         return known
 
-    def native_size(self) -> tuple[int, int]:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-
-        source, local = resolve_source(self.hparams.base_model)
-        unet = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=local)
-        vae = AutoencoderKL.load_config(source, subfolder="vae", local_files_only=local)
-        side = unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
-        return side, side
-
     def setup(self, stage: str) -> None:
         super().setup(stage)
         scenes = self.trainer.datamodule.load()
@@ -83,8 +74,11 @@ class RegionalTask(SamplingTask):
         for name, path in (self.hparams.adapters or {}).items():
             if not Path(path).is_dir() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
                 raise FileNotFoundError(f"adapter {name}: {path} is neither a T2IAdapter folder nor a hub id 'owner/name'")
-        multiple = 64 if any(s.conditions for s in scenes) else 8  # full T2I-Adapters downscale by 64
-        check_scenes(scenes, self.native_size(), self.known_tokens(), adapters, multiple)
+        geometry = Geometry.of(self.hparams.base_model)
+        # T2I-Adapters reach the UNet's coarsest level from pixels: sizes must divide down that far
+        multiple = geometry.vae_factor * (geometry.unet_factor if any(s.conditions for s in scenes) else 1)
+        native = (geometry.native_size, geometry.native_size)
+        check_scenes(scenes, native, self.known_tokens(), adapters, multiple)
 
     def configure_model(self) -> None:
         if self.pipe is not None:
@@ -114,6 +108,6 @@ class RegionalTask(SamplingTask):
             )
             images.append(image)
             debug.append(draw_regions(image, scene.regions))
-            metadata.append({"context_prompt": scene.prompt,
+            metadata.append({"model": str(h.base_model), "context_prompt": scene.prompt,
                              "regions": "; ".join(f"{r.prompt} @ {list(r.box)}" for r in scene.regions)})
         return {**batch, "images": images, "extra_images": {"boxes": debug}, "metadata": metadata}

@@ -9,27 +9,27 @@ import lightning.pytorch as pl
 import torch
 
 from ..edlora_file import EDLoRA, load_edlora
-from ..models import resolve_dtype, resolve_source
-from ..pipelines import DEFAULT_NEGATIVE_PROMPT, EDLoRAPipeline, SchedulerName, make_scheduler
-from .edlora import DEFAULT_BASE
+from ..models import Geometry, resolve_dtype, resolve_source
+from ..defaults import BASE_MODEL, NEGATIVE_PROMPT
+from ..pipelines import EDLoRAPipeline, SchedulerName, make_scheduler
 
 
 class SamplingTask(pl.LightningModule):
     """Images from a base model plus ED-LoRA files, or from a fused model folder (its concepts load with it).
 
-    ``predict_step`` returns ``{"images": uint8 [B, H, W, 3], "prompt", "seed", "prompt_index"}``; pair
+    ``predict_step`` returns ``{"images": uint8 [B, H, W, 3], "prompt", "seed", "prompt_index", "metadata"}``; pair
     it with :class:`mos_lightning.callbacks.ImageWriter` to save them.
     """
 
     def __init__(
         self,
-        base_model: str = DEFAULT_BASE,
+        base_model: str = BASE_MODEL,
         edloras: list[str] | None = None,
         lora_scale: float = 0.7,
         scheduler: SchedulerName = "dpm_solver",
         num_inference_steps: int = 20,
         guidance_scale: float = 7.5,
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        negative_prompt: str = NEGATIVE_PROMPT,
         height: int | None = None,
         width: int | None = None,
         dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
@@ -51,13 +51,17 @@ class SamplingTask(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         for size in (height, width):
-            if size is not None and (size <= 0 or size % 8):
-                raise ValueError(f"height and width must be positive multiples of 8, got {size}")
+            if size is not None and size <= 0:
+                raise ValueError(f"height and width must be positive, got {size}")
         self.pipe: EDLoRAPipeline | None = None
         self._edloras: list[EDLoRA] = []
 
     def setup(self, stage: str) -> None:
-        """Read and cross-check the ED-LoRA files before the (large) base model loads."""
+        """Check sizes and read and cross-check the ED-LoRA files before the (large) base model loads."""
+        multiple = Geometry.of(self.hparams.base_model).vae_factor
+        for size in (self.hparams.get("height"), self.hparams.get("width")):  # a subclass may size per item
+            if size is not None and size % multiple:
+                raise ValueError(f"height and width must be multiples of the VAE's scale factor {multiple}, got {size}")
         if self._edloras or not self.hparams.edloras:
             return
         missing = [p for p in self.hparams.edloras if not Path(p).is_file()]
@@ -104,4 +108,4 @@ class SamplingTask(pl.LightningModule):
         h = self.hparams
         images = self.pipe.sample(batch["prompt"], batch["seed"], h.negative_prompt, height=h.height, width=h.width,
                                   num_inference_steps=h.num_inference_steps, guidance_scale=h.guidance_scale)
-        return {**batch, "images": images}
+        return {**batch, "images": images, "metadata": [{"model": str(h.base_model)}] * len(images)}

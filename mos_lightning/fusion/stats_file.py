@@ -5,7 +5,7 @@ that concept's model again. Adding a concept to a fusion then costs only its own
 The file records everything the statistics depend on (:meth:`Fuser.statistics_key`: base model and dtype,
 settings, alphas, tokens, layers); a file made otherwise is ignored and the statistics are recorded afresh.
 
-    python -m mos_lightning.fusion.concept_stats --base-model outputs/demo/tiny-sd \\
+    python -m mos_lightning.fusion.stats_file --base-model outputs/demo/tiny-sd \\
         outputs/demo/edlora/redball/edlora.safetensors
 """
 
@@ -19,9 +19,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..io import atomic_path
-from .fuser import ConceptRecord, Fuser, FusionSettings, Reference
-from .stats import ConceptGrams
+from ..atomic import atomic_path
+from .fidelity import Reference
+from .fuser import ConceptRecord, Fuser, FusionSettings
+from .grams import ConceptGrams
 
 METADATA_KEY = "mos_lightning_fusion_stats"
 FORMAT_VERSION = 1
@@ -77,6 +78,23 @@ def load_record(path: str | Path, key: dict) -> tuple[ConceptRecord | None, str]
         parts[part] = ConceptGrams(grams, meta["rows"][part], meta["group_of"][part])
     reference = Reference(*(tensors[f"reference.{k}"] for k in ("text_states", "latents", "timesteps", "noise")))
     return ConceptRecord(parts["text_encoder"], parts["spatial"], reference), ""
+
+
+def saved_or_recorded(fuser: Fuser, use_saved: bool = True, save: bool = False):
+    """A record source for :func:`~mos_lightning.fusion.run_fusion`: a concept's statistics file when it was made
+    with the same settings (``use_saved``), else recorded from its own model (and written beside it with ``save``)."""
+
+    def source(index: int) -> tuple[ConceptRecord, str]:
+        path, key = stats_path(fuser.concepts[index].source), fuser.statistics_key(index)
+        record, why = load_record(path, key) if use_saved else (None, "use_saved_stats is off")
+        if record is not None:
+            return record, f"read from {path}"
+        record = fuser.record(index)
+        if save:
+            save_record(path, record, key)
+        return record, "recorded" + (f" ({why})" if path.exists() else "")
+
+    return source
 
 
 def write_concept_stats(fuser: Fuser, index: int, path: str | Path | None = None) -> Path:

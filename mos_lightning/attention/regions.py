@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from .attention import _to_heads, attention_modules, cross_attention_layers, set_attention_processors
+from .layers import attention_modules, cross_attention_layers, set_attention_processors, to_heads
 
 
 @dataclass
@@ -115,9 +115,9 @@ class RegionalCrossAttnProcessor:
         context = context.reshape(batch * contexts, length, width)
         if attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
-        query = _to_heads(attn.to_q(hidden_states), attn.heads).repeat_interleave(contexts, 0)
-        key = _to_heads(attn.to_k(context), attn.heads)
-        value = _to_heads(attn.to_v(context), attn.heads)
+        query = to_heads(attn.to_q(hidden_states), attn.heads).repeat_interleave(contexts, 0)
+        key = to_heads(attn.to_k(context), attn.heads)
+        value = to_heads(attn.to_v(context), attn.heads)
         out = F.scaled_dot_product_attention(query, key, value)  # [B*K1, H, N, d]
         out = out.transpose(1, 2).reshape(batch, contexts, tokens, -1)
         weights = self.layout.weights(tokens, out.device, out.dtype)  # [K1, N]

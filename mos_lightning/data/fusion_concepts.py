@@ -8,12 +8,14 @@ from torch.utils.data import DataLoader
 from ..fusion.concepts import ConceptSpec, FusionConcept, load_concepts
 from .sharding import ShardedItems
 
-IDLE = -1  # a step with no concept (see ShardedItems)
-
 
 class FusionDataModule(pl.LightningDataModule):
     """ED-LoRA files to fuse, each with its alphas; files are read and cross-checked in ``setup``,
-    before the base model loads (duplicate names or tokens, alphas out of range, different base shapes)."""
+    before the base model loads (duplicate names or tokens, alphas out of range, different base shapes).
+
+    ``predict_dataloader`` yields one item per process: the indices of the concepts whose statistics that
+    process gathers (every world-size-th concept; possibly none), so a fusion is one step on every process.
+    """
 
     def __init__(self, concepts: list[ConceptSpec] | None = None):
         """
@@ -31,7 +33,7 @@ class FusionDataModule(pl.LightningDataModule):
         if not self.fusion_concepts:
             self.fusion_concepts = load_concepts(self.specs)
 
-    def train_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        shard = ShardedItems(list(range(len(self.fusion_concepts))), rank, world, filler=IDLE)
-        return DataLoader(shard, batch_size=None, num_workers=0)
+        share = list(range(len(self.fusion_concepts)))[rank::world]
+        return DataLoader(ShardedItems([share]), batch_size=None, num_workers=0, collate_fn=lambda item: item)

@@ -1,0 +1,95 @@
+"""The method's stage order in one function: every concept's own-model statistics, then the text encoder,
+then cross-attention k/v (from the *fused* text encoder), then the spatial layers, then fidelity.
+
+Runs the same in a notebook and under Lightning: with ``torch.distributed`` initialised (e.g. by
+Lightning's DDP), each process handles its ``indices`` and the statistics are summed across processes;
+every process solves the same layers and ends with the full result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..distributed import all_gather_objects
+from .fidelity import text_fidelity, unet_fidelity
+from .fuser import ConceptRecord, Fuser
+from .grams import FusionSums, all_reduce_sums
+
+#: ``(index) -> (record, where it came from)``: how a concept's own-model statistics are obtained.
+RecordSource = Callable[[int], tuple[ConceptRecord, str]]
+
+
+@dataclass
+class FusionResult:
+    """What a fusion measured (the fused weights stay in the :class:`Fuser`: ``fuser.fused``)."""
+
+    layers: dict[str, list[dict]]  # stage → per-layer rows (objectives, residuals, seconds)
+    fidelity: dict[str, dict]  # concept → {"text_encoder": {"fused", "naive"}, "unet": {"fused", "naive"}}
+    statistics: dict[str, str]  # concept → where its own-model statistics came from
+    timing: dict[str, float]
+
+
+def sum_across_processes(sums: FusionSums, dtype: torch.dtype, device: torch.device) -> None:
+    """Sum ``sums`` over every process (a no-op in a single process); processes that saw no concept of a
+    layer take its shape from the others."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for layout in all_gather_objects(sums.layout()):
+        sums.fill_missing(layout, device, dtype)
+
+    def reduce(tensor: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(tensor)
+        return tensor
+
+    all_reduce_sums(sums, reduce)
+
+
+def run_fusion(fuser: Fuser, indices: Sequence[int] | None = None, source: RecordSource | None = None,
+               progress: bool = False) -> FusionResult:
+    """Fuse ``fuser.concepts``; this process gathers the statistics of ``indices`` (default: all of them),
+    obtained with ``source`` (default: recorded from each concept's own model)."""
+    indices = list(range(len(fuser.concepts)) if indices is None else indices)
+    source = source or (lambda index: (fuser.record(index), "recorded"))
+    dtype, device = fuser.settings.stats_dtype, fuser.device
+    timing, statistics, start = {}, {}, time.perf_counter()
+    for index in indices:
+        record, origin = source(index)
+        fuser.add(index, record)
+        statistics[fuser.concepts[index].name] = origin
+    timing["statistics_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    sum_across_processes(fuser.sums["text_encoder"], dtype, device)
+    layers = {"text_encoder": fuser.solve("text_encoder", progress)}
+    text = {index: (fuser.collect_kv(index), text_fidelity(fuser, index, "naive")) for index in indices}
+    for stage in ("kv", "spatial"):
+        sum_across_processes(fuser.sums[stage], dtype, device)
+        layers[stage] = fuser.solve(stage, progress)
+    timing["solve_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    fidelity = {
+        fuser.concepts[index].name: {
+            "text_encoder": {"fused": text[index][0], "naive": text[index][1]},
+            "unet": {"fused": unet_fidelity(fuser, index, "fused"), "naive": unet_fidelity(fuser, index, "naive")},
+        }
+        for index in indices
+    }
+    timing["fidelity_s"] = time.perf_counter() - start
+    gathered_fidelity, gathered_statistics = {}, {}
+    for part in all_gather_objects(fidelity):
+        gathered_fidelity.update(part)
+    for part in all_gather_objects(statistics):
+        gathered_statistics.update(part)
+    order = [c.name for c in fuser.concepts]
+    return FusionResult(
+        layers,
+        {name: gathered_fidelity[name] for name in order if name in gathered_fidelity},
+        {name: gathered_statistics.get(name) for name in order},
+        timing,
+    )

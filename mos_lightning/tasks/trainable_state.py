@@ -1,0 +1,24 @@
+"""Checkpoints that hold only what trains: a resume checkpoint of a LoRA run is megabytes, not the frozen base."""
+
+from __future__ import annotations
+
+
+class TrainableStateCheckpoints:
+    """A LightningModule mix-in: ``state_dict`` in checkpoints is filtered to parameters that require gradients,
+    and loading refuses a checkpoint that lacks any of them (written by a run with another setup). Set
+    ``self.strict_loading = False`` in the module's ``__init__``: the frozen base is not in the checkpoint."""
+
+    def trainable_keys(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = self.trainable_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        missing = self.trainable_keys() - set(checkpoint["state_dict"])
+        if missing:
+            raise ValueError(
+                f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[:2]}): it was written "
+                "by a run with different tokens, LoRA rank or base model"
+            )
