@@ -50,3 +50,23 @@ def test_demo_config_fits_end_to_end_through_the_cli(tiny_model_dir, tmp_path):
     assert list(edlora.concepts) == ["bluecube"] and edlora.extra["global_step"] == 4
     assert (tmp_path / "logs" / "lightning_logs" / "version_0" / "config.yaml").is_file()
     assert all(torch.isfinite(e).all() for e in edlora.embeddings.values())
+
+
+def test_optimizer_and_schedule_are_injected_from_the_command_line(tiny_model_dir, tmp_path):
+    """LightningCLI's callable pattern: the task hands its three parameter groups (each with its rate) to the
+    configured optimizer class and the optimizer to the configured schedule."""
+    cli = build_cli([
+        "fit", "--config", str(REPO / "configs/demo/edlora.yaml"),
+        "--model.init_args.base_model", str(tiny_model_dir), "--model.init_args.output_dir", str(tmp_path / "out"),
+        "--model.init_args.fusion_stats", "false", "--trainer.callbacks", "[]", "--trainer.logger", "false",
+        "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.momentum", "0.5",
+        "--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ConstantLR",
+        "--model.init_args.lr_scheduler.init_args.factor", "0.5",
+        "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
+    ])
+    optimizer = cli.trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5
+    assert [g["name"] for g in optimizer.param_groups] == ["embeddings", "text_encoder_lora", "unet_lora"]
+    assert [g["initial_lr"] for g in optimizer.param_groups] == [0.005, 0.0001, 0.001]  # the demo config's rates
+    assert [g["lr"] for g in optimizer.param_groups] == [0.0025, 0.00005, 0.0005]  # ConstantLR(factor 0.5)
+    assert cli.model.hparams.optimizer.startswith("torch.optim.sgd.SGD")

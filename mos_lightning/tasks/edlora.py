@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 import torch
 
-from ..components import describe
+from ..components import describe, describe_callable
 from ..defaults import BASE_MODEL, PLACEHOLDER
 from ..distributed import check_ddp_settings, offset_seeds_by_rank
 from ..edlora_file import EDLoRA, ConceptInfo, save_edlora
@@ -41,9 +42,9 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         embedding_lr: float = 1e-3,
         text_encoder_lr: float = 1e-5,
         unet_lr: float = 1e-4,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.999),
+        optimizer: OptimizerCallable | None = None,
         lr_schedule: Literal["linear", "constant"] = "linear",
+        lr_scheduler: LRSchedulerCallable | None = None,
         noise_offset: float = 0.01,
         prediction_type: Literal["epsilon", "v_prediction"] | None = None,
         losses: list[LossTerm] | None = None,
@@ -74,9 +75,10 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
             embedding_lr: Learning rate of the concept embeddings.
             text_encoder_lr: Learning rate of the text-encoder LoRA.
             unet_lr: Learning rate of the UNet LoRA.
-            weight_decay: AdamW weight decay.
-            betas: AdamW betas.
+            optimizer: Builds the optimizer from the three parameter groups, each carrying its rate (``class_path`` of
+                a ``torch.optim`` class + ``init_args``); default AdamW, betas 0.9/0.999, weight decay 0.01 (fused).
             lr_schedule: ``linear`` decays every group's rate to 0 at ``trainer.max_steps``; ``constant`` keeps it.
+            lr_scheduler: Builds a schedule from the optimizer instead (stepped every optimizer step).
             noise_offset: Adds ``noise_offset * randn(B, C, 1, 1)`` to the noise.
             prediction_type: Override the scheduler's prediction type (default: the base model's).
             losses: The loss terms, summed (``class_path`` + ``init_args`` each, see :mod:`mos_lightning.losses`);
@@ -117,9 +119,12 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
             raise ValueError("gradient_checkpointing cannot be combined with a loss term that reads attention maps "
                              "(AttentionRegularisation): the recomputed forward would not record them again; "
                              "turn one of them off")
-        # Loss terms are objects: the checkpoint keeps their description, not the objects (no pickle in files).
-        self.save_hyperparameters(ignore=["losses"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        # Components are objects: the checkpoint keeps their description, not the objects (no pickle in files).
+        self.save_hyperparameters(ignore=["losses", "optimizer", "lr_scheduler"])
         self.hparams["losses"] = [describe(term) for term in self.losses]
+        self.hparams["optimizer"] = describe_callable(optimizer)
+        self.hparams["lr_scheduler"] = describe_callable(lr_scheduler)
         self.strict_loading = False  # checkpoints hold only the trainable state (TrainableStateCheckpoints)
         self.host_loss = LaggedHostScalar()
         # the string in captions that stands for the concept: the data module's (one source of truth), set in setup
@@ -224,15 +229,19 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         return groups
 
     def configure_optimizers(self):
-        h = self.hparams
-        optimizer = torch.optim.AdamW(
-            self.trainable_groups(), betas=tuple(h.betas), weight_decay=h.weight_decay,
-            fused=self.device.type in ("cuda", "cpu"),  # one multi-tensor kernel, no per-step host reads
-        )
-        if h.lr_schedule == "constant":
+        groups = self.trainable_groups()
+        if self.optimizer_factory is not None:
+            optimizer = self.optimizer_factory(groups)
+        else:  # the reference's AdamW; fused: one multi-tensor kernel, no per-step host reads
+            optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), weight_decay=0.01,
+                                          fused=self.device.type in ("cuda", "cpu"))
+        if self.scheduler_factory is not None:
+            schedule = self.scheduler_factory(optimizer)
+        elif self.hparams.lr_schedule == "constant":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+        else:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
