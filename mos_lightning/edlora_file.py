@@ -39,11 +39,19 @@ class EDLoRA:
     embeddings: dict[str, torch.Tensor]
     unet_lora: dict[str, torch.Tensor] = field(default_factory=dict)
     text_encoder_lora: dict[str, torch.Tensor] = field(default_factory=dict)
-    num_layers: int = 16
+    num_layers: int | None = None  # the base's cross-attention layer count; None: read from layer-wise embeddings
     rank: int = 4
     alpha: float = 1.0
     base_model: str = ""
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_layers is None:
+            counts = {e.shape[0] for e in self.embeddings.values()}
+            if len(counts) != 1 or counts == {1}:
+                raise ValueError("give num_layers (the base model's cross-attention layer count): the embeddings "
+                                 f"do not tell it (layers per token: {sorted(counts)})")
+            self.num_layers = counts.pop()
 
     @property
     def token_names(self) -> list[str]:

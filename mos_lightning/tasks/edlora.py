@@ -204,16 +204,13 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         """Returns ``{"loss", "terms", "step"}``: what callbacks get as ``outputs`` in ``on_train_batch_end``
         (the loss, each loss term's detached value by name, and the :class:`StepOutput`)."""
         loss, parts, output = self.compute_loss(batch, return_output=True)
-        # Each self.log costs about a millisecond of Python per step (Lightning re-homes its result state
-        # on every call): log the parts of the loss only when there is more than one.
+        # each self.log costs ~1 ms of Python: log the loss's parts only when there are several
         self.log("train/loss", loss.detach())
         if len(parts) > 1:
             for name, value in parts.items():
                 self.log(f"train/{name}", value)
         self.log("train/embedding_norm", self.model.concept_tokens.mean_norm().detach())
-        # Lightning reads progress-bar values on the host after every step, which would stall the GPU
-        # queue each step; the bar shows the newest loss already copied to the host instead (on a GPU
-        # usually the previous step's).
+        # the progress bar reads its values on the host every step (a GPU stall): show a lagged host copy instead
         self.host_loss.push(loss)
         if self.host_loss.ready is not None:
             self.log("loss", self.host_loss.ready, prog_bar=True, logger=False)
