@@ -184,21 +184,16 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
 
         ``forward_kwargs`` go to :meth:`EDLoRAModel.forward` (e.g. fixed ``noise`` and ``timesteps``).
         """
-        if self._uses_cuda_graphs():
-            # CUDA graphs reuse their output memory on each replay: tell them a new training step begins, so
-            # the previous step's outputs (already consumed) may be overwritten
-            torch.compiler.cudagraph_mark_step_begin()
+        h = self.hparams
+        if (h.compile_unet or h.compile_text_encoder or h.compile_vae) and h.compile_mode in ("reduce-overhead",
+                                                                                            "max-autotune"):
+            torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may now reuse the last step's output memory
         output = self.model(batch, record_attention=self.record_attention, placeholder=self.placeholder,
                             **forward_kwargs)
         parts = {name: term(output, batch) for name, term in zip(self.loss_names, self.losses)}
         loss = torch.stack(list(parts.values())).sum() if len(parts) > 1 else next(iter(parts.values()))
         detached = {name: value.detach() for name, value in parts.items()}
         return (loss, detached, output) if return_output else (loss, detached)
-
-    def _uses_cuda_graphs(self) -> bool:
-        h = self.hparams
-        compiles = h.compile_unet or h.compile_text_encoder or h.compile_vae
-        return compiles and h.compile_mode in ("reduce-overhead", "max-autotune")
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         """Returns ``{"loss", "terms", "step"}``: what callbacks get as ``outputs`` in ``on_train_batch_end``
