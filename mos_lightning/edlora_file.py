@@ -132,23 +132,37 @@ def load_edlora(path: str | Path) -> EDLoRA:
     return edlora
 
 
-def _reference_key(key: str) -> str:
-    # Reference keys: "<module>.lora_down.weight" / "<module>.lora_up.weight"; transformers 5's
-    # CLIPTextModel no longer has the "text_model." level.
-    key = key.removeprefix("text_model.")
-    return key.replace(".lora_down.weight", ".lora_A.weight").replace(".lora_up.weight", ".lora_B.weight")
+# The reference's LoRA key endings → ours: main branch "<module>.lora_down.weight", research branch
+# "<module>_lora.down.weight" (its LoRA modules are named after the layer plus "_lora").
+_REFERENCE_ENDINGS = {
+    ".lora_down.weight": ".lora_A.weight", ".lora_up.weight": ".lora_B.weight",
+    "_lora.down.weight": ".lora_A.weight", "_lora.up.weight": ".lora_B.weight",
+}
+
+
+def _reference_key(key: str, path: Path) -> str:
+    key = key.removeprefix("text_model.")  # transformers 5's CLIPTextModel has no "text_model." level
+    for ending, ours in _REFERENCE_ENDINGS.items():
+        if key.endswith(ending):
+            return key[: -len(ending)] + ours
+    raise ValueError(f"{path}: LoRA key {key!r} is in no format this importer knows (keys end in "
+                     f"{sorted(_REFERENCE_ENDINGS)})")
+
+
+def _reference_weight(value: torch.Tensor) -> torch.Tensor:
+    return value.float().flatten(1) if value.ndim == 4 else value.float()  # 1×1 convolutions: [out, in, 1, 1]
 
 
 def import_reference_pth(path: str | Path, concept_name: str | None = None) -> EDLoRA:
-    """Import a reference-implementation ED-LoRA ``.pth`` (read with ``weights_only=True``)."""
+    """Import a reference-implementation ED-LoRA ``.pth``, main or research branch (read with ``weights_only=True``)."""
     path = Path(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     params = checkpoint.get("params", checkpoint)
     if "new_concept_embedding" not in params:
         raise ValueError(f"{path} is not a reference ED-LoRA file (no params['new_concept_embedding'])")
     embeddings = {t: e.float() for t, e in params["new_concept_embedding"].items()}
-    unet = {_reference_key(k): v.float() for k, v in params.get("unet", {}).items()}
-    text = {_reference_key(k): v.float() for k, v in params.get("text_encoder", {}).items()}
+    unet = {_reference_key(k, path): _reference_weight(v) for k, v in params.get("unet", {}).items()}
+    text = {_reference_key(k, path): _reference_weight(v) for k, v in params.get("text_encoder", {}).items()}
     ranks = {v.shape[0] for k, v in (unet | text).items() if k.endswith("lora_A.weight")}
     if len(ranks) > 1:
         raise ValueError(f"{path} mixes LoRA ranks {sorted(ranks)}")

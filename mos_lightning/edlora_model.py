@@ -8,10 +8,12 @@ task (:class:`mos_lightning.tasks.EDLoRATask`) adds the optimiser, logging, chec
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from .attention import AttentionRecorder, install_layerwise_processors
@@ -36,6 +38,7 @@ class StepOutput:
     concept_positions: torch.Tensor  # [B, T] True where a concept token stands
     embeddings: torch.Tensor  # [N, L, C] the concept's trainable layer-wise embeddings
     scheduler: object  # the training noise scheduler (``alphas_cumprod``, ``config.prediction_type``, …)
+    vocabulary: torch.Tensor  # [V, C] the frozen input embeddings of the tokens before the concept's (a view)
     attention_maps: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → [B, N_pixels, T], if recorded
 
 
@@ -59,8 +62,11 @@ class EDLoRAModel(nn.Module):
         prediction_type: str | None = None,
         init_seed: int = 0,
         cache_latents: bool = True,
+        kv_lora_dropout: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= kv_lora_dropout <= 1.0:
+            raise ValueError(f"kv_lora_dropout must be in [0, 1], got {kv_lora_dropout}")
         from diffusers import DDPMScheduler
 
         if not tokens or len(tokens) != len(initializers):
@@ -81,10 +87,14 @@ class EDLoRAModel(nn.Module):
         self.concept_tokens = create_layerwise_tokens(
             self.tokenizer, self.text_encoder, tokens, initial[:, None].repeat(1, copies, 1)
         )
+        self.vocabulary_size = min(self.concept_tokens.token_ids.tolist())  # rows before the concept's new tokens
         self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
         if lora_rank > 0:
             add_lora(self.unet, UNET_TARGETS, lora_rank, lora_alpha)
             add_lora(self.text_encoder, TEXT_ENCODER_TARGETS, lora_rank, lora_alpha)
+        self.kv_lora_dropout = kv_lora_dropout
+        self.kv_lora = [m for n, m in self.unet.named_modules()
+                        if isinstance(m, LoraLayer) and n.endswith(("attn2.to_k", "attn2.to_v"))]
 
     def configure_speed(self, frozen_dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False,
                         channels_last: bool = False, compile_parts: Sequence[str] = (), compile_mode: str = "default"):
@@ -170,10 +180,13 @@ class EDLoRAModel(nn.Module):
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text_states, ids = self.encode(batch["caption"], placeholder)
         self.recorder.active = record_attention
+        dropped = self.drop_kv_lora() if self.training and self.kv_lora_dropout else []
         try:
             prediction = self.unet(noisy, timesteps, text_states).sample
         finally:
             self.recorder.active = False
+            for module, scale in dropped:
+                module.scaling[ADAPTER] = scale
         maps = dict(self.recorder.maps)
         self.recorder.clear()
         if self.noise_scheduler.config.prediction_type == "v_prediction":
@@ -181,8 +194,9 @@ class EDLoRAModel(nn.Module):
         else:
             target = noise
         positions = self.concept_tokens.matches(ids).any(-1).to(latents.device, non_blocking=True)
+        vocabulary = self.text_encoder.get_input_embeddings().weight[: self.vocabulary_size]
         return StepOutput(prediction, target, timesteps, latents, noise, noisy, ids, positions,
-                          self.concept_tokens.weight, self.noise_scheduler, maps)
+                          self.concept_tokens.weight, self.noise_scheduler, vocabulary, maps)
 
     def pipeline(self, concept_name: str, info: ConceptInfo, scheduler: str = "dpm_solver",
                  placeholder: str = PLACEHOLDER):
@@ -198,6 +212,14 @@ class EDLoRAModel(nn.Module):
         pipe.placeholder = placeholder
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def drop_kv_lora(self) -> list:
+        """The research branch's k/v LoRA dropout: this step, each cross-attention ``to_k``/``to_v`` LoRA is off
+        with probability ``kv_lora_dropout`` (drawn on the host: no device sync). Returns what to restore."""
+        dropped = [(m, m.scaling[ADAPTER]) for m in self.kv_lora if random.random() < self.kv_lora_dropout]
+        for module, _ in dropped:
+            module.scaling[ADAPTER] = 0.0
+        return dropped
 
     # ---------------------------------------------------------------- files
     @torch.no_grad()

@@ -31,11 +31,14 @@ def test_safetensors_round_trip_is_exact(tiny_model_dir, tmp_path):
     assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
 
 
-def test_reference_pth_imports_to_the_same_tensors(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("branch", ["main", "research"])
+def test_reference_pth_imports_to_the_same_tensors(tiny_model_dir, tmp_path, branch):
     edlora = _random_edlora(load_base_model(str(tiny_model_dir)))
+    # main: "<module>.lora_down.weight"; research: LoRA modules named "<module>_lora" with "down"/"up" layers
+    down, up = (".lora_down.weight", ".lora_up.weight") if branch == "main" else ("_lora.down.weight", "_lora.up.weight")
 
     def reference_key(key: str, text: bool) -> str:
-        key = key.replace(".lora_A.weight", ".lora_down.weight").replace(".lora_B.weight", ".lora_up.weight")
+        key = key.replace(".lora_A.weight", down).replace(".lora_B.weight", up)
         return "text_model." + key if text else key
 
     params = {
@@ -50,6 +53,13 @@ def test_reference_pth_imports_to_the_same_tensors(tiny_model_dir, tmp_path):
     for field in ("embeddings", "unet_lora", "text_encoder_lora"):
         a, b = getattr(edlora, field), getattr(imported, field)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unknown_reference_lora_keys_are_named(tmp_path):
+    torch.save({"params": {"new_concept_embedding": {"<a>": torch.zeros(16, 8)}, "unet": {"x.weird": torch.zeros(1)}}},
+               tmp_path / "odd.pth")
+    with pytest.raises(ValueError, match=r"odd.pth: LoRA key 'x.weird'"):
+        load_edlora(tmp_path / "odd.pth")
 
 
 def test_pickled_code_in_pth_is_refused(tmp_path):

@@ -246,3 +246,52 @@ def test_gradient_accumulation_steps_once_per_cycle(tiny_model_dir, concept_dir,
     # so the epoch's last batch (2) makes the second one on its own
     assert task.global_step == 2 and stepped == [1, 2]
     assert load_edlora(tmp_path / "out" / "edlora.safetensors").extra["global_step"] == 2
+
+
+def test_embedding_kde_is_the_research_branch_formula():
+    """KDELoss of the reference's research branch, transcribed from its formula: per learned embedding x,
+    −log Σ_c mean_v N(x_c − e_vc; 0, h²), summed, times the weight."""
+    from types import SimpleNamespace
+
+    from mos_lightning.losses import EmbeddingKDE
+
+    torch.manual_seed(0)
+    vocabulary, learned = torch.randn(50, 8), (torch.randn(2, 3, 8) * 0.3).requires_grad_(True)
+    h, weight = 0.5, 0.002
+    expected = 0
+    for x in learned.reshape(-1, 8):
+        kernel = torch.exp(-0.5 * ((x - vocabulary) / h) ** 2) / (torch.sqrt(torch.tensor(2 * torch.pi)) * h)
+        expected = expected - torch.log(kernel.mean(0).sum())
+    expected = weight * expected
+    ours = EmbeddingKDE(weight, h)(SimpleNamespace(vocabulary=vocabulary, embeddings=learned), {})
+    torch.testing.assert_close(ours, expected)
+    (grad,) = torch.autograd.grad(ours, learned)
+    (expected_grad,) = torch.autograd.grad(expected, learned)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_embedding_kde_trains_as_a_loss_term(tiny_model_dir, concept_dir, tmp_path):
+    from mos_lightning.losses import DiffusionLoss, EmbeddingKDE
+
+    task = make_task(tiny_model_dir, tmp_path, losses=[DiffusionLoss(), EmbeddingKDE()])
+    make_trainer(tmp_path, 2).fit(task, make_data(concept_dir))
+    vocabulary = task.model.text_encoder.get_input_embeddings().weight
+    assert task.model.vocabulary_size == vocabulary.shape[0] - 2  # every row but the concept's two tokens
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_kv_lora_dropout_switches_off_cross_attention_kv_loras(tiny_model_dir, concept_dir, tmp_path, rate):
+    task = make_task(tiny_model_dir, tmp_path, kv_lora_dropout=rate)
+    task.configure_model()
+    task.train()
+    with torch.no_grad():  # give every LoRA an output, so that switching one off changes the step
+        for name, param in task.model.unet.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.1)
+    task.compute_loss(_fixed_batch(concept_dir))[0].backward()
+    kv = {n: p.grad for n, p in task.model.unet.named_parameters() if "lora_A" in n and "attn2.to_" in n
+          and n.split("attn2.to_")[1][0] in "kv"}
+    others = [p.grad for n, p in task.model.unet.named_parameters() if "lora_A" in n and "attn1." in n]
+    assert len(kv) == 32 and all(g is not None and g.abs().sum() > 0 for g in others)
+    assert all((g is None or g.abs().sum() == 0) == (rate == 1.0) for g in kv.values())
+    assert all(m.scaling["edlora"] == 1.0 for m in task.model.kv_lora)  # restored after the step

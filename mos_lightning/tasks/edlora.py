@@ -48,6 +48,7 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         noise_offset: float = 0.01,
         prediction_type: Literal["epsilon", "v_prediction"] | None = None,
         losses: list[LossTerm] | None = None,
+        kv_lora_dropout: float = 0.0,
         max_embedding_norm: float | None = 0.55,
         init_seed: int = 0,
         frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
@@ -85,6 +86,8 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
                 default ``[DiffusionLoss()]``: the MSE weighted by the letterbox validity mask. The reference's
                 recipe for characters: ``DiffusionLoss(mask_loss=True)`` (needs masks); its optional regulariser:
                 ``AttentionRegularisation(weight=0.01)`` (needs masks).
+            kv_lora_dropout: Each step, each cross-attention k/v LoRA is off with this probability (research
+                branch: 0.2–0.3 for some concepts; 0 disables).
             max_embedding_norm: Concept embeddings stop updating once their mean norm reaches this (None disables).
             init_seed: Seed of the random token initialisation.
             frozen_dtype: Storage dtype of the frozen base (``bfloat16`` with ``trainer.precision: bf16-mixed`` halves
@@ -149,7 +152,7 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         self.model = model = EDLoRAModel(
             self.load_base(), h.tokens, h.initializers, layerwise=h.layerwise, lora_rank=h.lora_rank,
             lora_alpha=h.lora_alpha, noise_offset=h.noise_offset, prediction_type=h.prediction_type,
-            init_seed=h.init_seed, cache_latents=h.cache_latents,
+            init_seed=h.init_seed, cache_latents=h.cache_latents, kv_lora_dropout=h.kv_lora_dropout,
         )
         compile_parts = [p for p in ("unet", "text_encoder", "vae") if h[f"compile_{p}"]]
         model.configure_speed(getattr(torch, h.frozen_dtype), h.gradient_checkpointing, h.channels_last, compile_parts,
