@@ -150,7 +150,8 @@ def _reference_key(key: str, path: Path) -> str:
 
 
 def _reference_weight(value: torch.Tensor) -> torch.Tensor:
-    return value.float().flatten(1) if value.ndim == 4 else value.float()  # 1×1 convolutions: [out, in, 1, 1]
+    value = value.detach().float()  # reference files may hold tensors saved with requires_grad
+    return value.flatten(1) if value.ndim == 4 else value  # 1×1 convolutions: [out, in, 1, 1]
 
 
 def import_reference_pth(path: str | Path, concept_name: str | None = None) -> EDLoRA:
@@ -160,7 +161,7 @@ def import_reference_pth(path: str | Path, concept_name: str | None = None) -> E
     params = checkpoint.get("params", checkpoint)
     if "new_concept_embedding" not in params:
         raise ValueError(f"{path} is not a reference ED-LoRA file (no params['new_concept_embedding'])")
-    embeddings = {t: e.float() for t, e in params["new_concept_embedding"].items()}
+    embeddings = {t: e.detach().float() for t, e in params["new_concept_embedding"].items()}
     unet = {_reference_key(k, path): _reference_weight(v) for k, v in params.get("unet", {}).items()}
     text = {_reference_key(k, path): _reference_weight(v) for k, v in params.get("text_encoder", {}).items()}
     ranks = {v.shape[0] for k, v in (unet | text).items() if k.endswith("lora_A.weight")}

@@ -28,3 +28,20 @@ def test_benchmark_script_runs_on_the_tiny_model(script, tmp_path):
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(out.read_text())
+
+
+def test_fusion_inputs_benchmark_runs_on_the_tiny_model(tiny_model_dir, tmp_path):
+    from helpers import random_edlora
+    from mos_lightning.edlora_file import save_edlora
+
+    files = [str(save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1)))
+             for i, n in enumerate(("cat", "dog"))]
+    out = tmp_path / "rows.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "fusion_inputs.py"), "--base-model", str(tiny_model_dir), *files,
+         "--size", "64", "--steps", "2", "--solvers", "closed_form", "naive_average", "--kv-positions", "all",
+         "--json", str(out)], capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["solver"] for r in rows] == ["closed_form", "naive_average"]
+    assert rows[0]["concept_unet"] < rows[1]["concept_unet"]  # the solve reproduces the concepts better

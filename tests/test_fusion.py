@@ -240,3 +240,25 @@ def test_statistics_come_from_each_concepts_own_model(tiny_model_dir, tmp_path):
         assert ours.grams.keys() == theirs.grams.keys() and ours.rows == theirs.rows
         for name, gram in theirs.grams.items():
             torch.testing.assert_close(ours.grams[name], gram, rtol=1e-4, atol=1e-5)
+
+
+def test_report_measures_how_far_fusion_drifts_from_the_base(tiny_model_dir, tmp_path):
+    """Base preservation: on prompts without concepts, a fusion of no-op concepts is the base exactly, and a real
+    fusion drifts less than the naive merge (which adds every concept's change everywhere)."""
+    from mos_lightning.fusion import FusionSettings, run_fusion
+
+    files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
+             for i, n in enumerate(("cat", "dog"))]
+    pipe = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True, safety_checker=None,
+                                          requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    settings = FusionSettings(height=64, width=64, num_inference_steps=4, base_prompts=["a photo of a dog"])
+    result = run_fusion(Fuser(pipe, load_concepts([ConceptSpec(str(f)) for f in files]), settings))
+    fused, naive = result.base_preservation["fused"], result.base_preservation["naive"]
+    assert 0 < fused["text_encoder"] < naive["text_encoder"] and 0 < fused["unet"] < naive["unet"]
+
+    zero = random_edlora(tiny_model_dir, "cow", seed=3, lora_std=0.0)
+    still = run_fusion(Fuser(pipe, load_concepts([ConceptSpec(str(save_edlora(tmp_path / "cow.safetensors", zero)))]),
+                             settings))
+    # the floor: the same weights, predictions batched differently from the recorded trajectory
+    assert still.base_preservation["fused"]["text_encoder"] == 0.0 and still.base_preservation["fused"]["unet"] < 1e-5

@@ -25,26 +25,57 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def unet_fidelity(fuser, index: int, which: Literal["fused", "naive"], batch: int = 8) -> float:
-    """Relative error of the fused (or naive) model's noise predictions along concept ``index``'s own trajectory."""
-    weights = fuser.fused if which == "fused" else fuser.naive
-    pipe, ref, settings = fuser.pipe, fuser.references[index], fuser.settings
+def record_trajectory(pipe, prompts: list[str], generators: list[torch.Generator], steps: int, height: int,
+                      width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(latents, timesteps, noise predictions)`` at every UNet call while ``pipe`` samples ``prompts`` without
+    CFG (what a concept's own model, or the base, does along its sampling trajectory), on the CPU."""
+    trajectory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def record_step(_module, args, kwargs, output):
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        noise = output[0] if isinstance(output, tuple) else output.sample
+        trajectory.append((args[0].float().cpu(), timestep.expand(args[0].shape[0]).cpu(), noise.float().cpu()))
+
+    handle = pipe.unet.register_forward_hook(record_step, with_kwargs=True)
+    try:
+        pipe(prompts, guidance_scale=1.0, num_inference_steps=steps, generator=generators, height=height, width=width,
+             output_type="latent")
+    finally:
+        handle.remove()
+    latents, timesteps, noise = (torch.cat(parts) for parts in zip(*trajectory))
+    return latents, timesteps, noise
+
+
+@torch.no_grad()
+def predictions_along(pipe, prompts: list[str], reference: Reference, batch: int = 8) -> torch.Tensor:
+    """The current model's noise predictions at a recorded trajectory's inputs (``prompts`` as when recorded)."""
     device, dtype = pipe.unet.device, pipe.unet.dtype
+    states = pipe.encode_layerwise(prompts, device).to(dtype)
+    per_step, outputs = len(prompts), []
+    for start in range(0, reference.latents.shape[0], batch * per_step):
+        x = reference.latents[start : start + batch * per_step].to(device, dtype)
+        t = reference.timesteps[start : start + batch * per_step].to(device)
+        outputs.append(pipe.unet(x, t, states.repeat(x.shape[0] // per_step, 1, 1)).sample.float().cpu())
+    return torch.cat(outputs)
+
+
+def _use(fuser, which: Literal["fused", "naive"]) -> None:
+    weights = fuser.fused if which == "fused" else fuser.naive
     fuser.set_weights("text_encoder", weights["text_encoder"])
     fuser.set_weights("unet", weights["unet"])
+
+
+@torch.no_grad()
+def unet_fidelity(fuser, index: int, which: Literal["fused", "naive"]) -> float:
+    """Relative error of the fused (or naive) model's noise predictions along concept ``index``'s own trajectory."""
+    settings = fuser.settings
+    prompts = [p for p in fuser.prompts(index, settings.spatial_prompts) for _ in settings.spatial_seeds]
+    _use(fuser, which)
     try:
-        prompts = [p for p in fuser.prompts(index, settings.spatial_prompts) for _ in settings.spatial_seeds]
-        states = pipe.encode_layerwise(prompts, device).to(dtype)
-        per_step = len(prompts)
-        outputs = []
-        for start in range(0, ref.latents.shape[0], batch * per_step):
-            x = ref.latents[start : start + batch * per_step].to(device, dtype)
-            t = ref.timesteps[start : start + batch * per_step].to(device)
-            context = states.repeat(x.shape[0] // per_step, 1, 1)
-            outputs.append(pipe.unet(x, t, context).sample.float().cpu())
+        return relative_error(predictions_along(fuser.pipe, prompts, fuser.references[index]),
+                              fuser.references[index].noise)
     finally:
         fuser.restore_base()
-    return relative_error(torch.cat(outputs), ref.noise)
 
 
 @torch.no_grad()
@@ -56,3 +87,33 @@ def text_fidelity(fuser, index: int, which: Literal["fused", "naive"]) -> float:
     finally:
         fuser.restore_base()
     return relative_error(states.float().cpu(), fuser.references[index].text_states)
+
+
+def base_prompt_list(fuser) -> list[str]:
+    return [p for p in fuser.settings.base_prompts for _ in fuser.settings.spatial_seeds]
+
+
+@torch.no_grad()
+def record_base(fuser) -> Reference:
+    """What the base model does on prompts without any concept: text states and a sampling trajectory."""
+    s, pipe = fuser.settings, fuser.pipe
+    height, width = fuser.image_size()
+    fuser.restore_base()
+    prompts = base_prompt_list(fuser)
+    generators = [torch.Generator().manual_seed(seed) for _ in s.base_prompts for seed in s.spatial_seeds]
+    text_states = pipe.encode_layerwise(prompts, fuser.device).float().cpu()
+    return Reference(text_states, *record_trajectory(pipe, prompts, generators, s.num_inference_steps, height, width))
+
+
+@torch.no_grad()
+def base_preservation(fuser, base: Reference, which: Literal["fused", "naive"]) -> dict[str, float]:
+    """Relative error of the fused (or naive) model against the *base* on prompts without concepts: text-encoder
+    outputs and noise predictions along the base's own trajectories (editability: how much generic text drifts)."""
+    prompts = base_prompt_list(fuser)
+    _use(fuser, which)
+    try:
+        text = relative_error(fuser.pipe.encode_layerwise(prompts, fuser.device).float().cpu(), base.text_states)
+        unet = relative_error(predictions_along(fuser.pipe, prompts, base), base.noise)
+    finally:
+        fuser.restore_base()
+    return {"text_encoder": text, "unet": unet}

@@ -32,10 +32,14 @@ from ..models import check_compatible
 from ..pipelines import EDLoRAPipeline, make_scheduler
 from ..tokens import tokenize
 from .concepts import FusionConcept
-from .fidelity import Reference, relative_error
+from .fidelity import Reference, record_trajectory, relative_error
 from .solvers import ClosedForm, FusionSolver, LayerProblem, naive_merge, objective
 from .grams import ConceptGrams, FusionSums, GramRecorder
 from .weights import STAGES, FusionWeights, Part
+
+
+# Prompts without any concept for the base-preservation check: generic subjects, styles and scenes.
+BASE_PROMPTS = ("a photo of a man", "a dog on the grass", "a red car in a city street", "a painting of a house by the sea")
 
 
 @dataclass
@@ -51,6 +55,7 @@ class FusionSettings:
     height: int | None = None
     width: int | None = None
     kv_positions: Literal["all", "prompt", "concept"] = "all"
+    base_prompts: list[str] = field(default_factory=lambda: list(BASE_PROMPTS))
     stats_dtype: torch.dtype = torch.float64
 
 
@@ -116,26 +121,13 @@ class Fuser(FusionWeights):
         try:
             with GramRecorder(pipe.text_encoder, self.stage_layers["text_encoder"]) as text_stats:
                 text_states = pipe.encode_layerwise(self.prompts(index, s.text_prompts), self.device)
-            trajectory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-
-            def record_step(_module, args, kwargs, output):
-                timestep = args[1] if len(args) > 1 else kwargs["timestep"]
-                noise = output[0] if isinstance(output, tuple) else output.sample
-                latents = args[0]
-                trajectory.append((latents.float().cpu(), timestep.expand(latents.shape[0]).cpu(), noise.float().cpu()))
-
             prompts = [p for p in self.prompts(index, s.spatial_prompts) for _ in s.spatial_seeds]
             generators = [torch.Generator().manual_seed(seed) for _ in s.spatial_prompts for seed in s.spatial_seeds]
-            handle = pipe.unet.register_forward_hook(record_step, with_kwargs=True)
-            try:
-                with GramRecorder(pipe.unet, self.stage_layers["spatial"]) as spatial_stats:
-                    pipe(prompts, guidance_scale=1.0, num_inference_steps=s.num_inference_steps, generator=generators,
-                         height=height, width=width, output_type="latent")
-            finally:
-                handle.remove()
+            with GramRecorder(pipe.unet, self.stage_layers["spatial"]) as spatial_stats:
+                latents, timesteps, noise = record_trajectory(pipe, prompts, generators, s.num_inference_steps,
+                                                              height, width)
         finally:
             self.restore_base()
-        latents, timesteps, noise = (torch.cat(parts) for parts in zip(*trajectory))
         reference = Reference(text_states.float().cpu(), latents, timesteps, noise)
         return ConceptRecord(ConceptGrams.from_recorder(text_stats), ConceptGrams.from_recorder(spatial_stats), reference)
 

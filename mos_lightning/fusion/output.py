@@ -24,6 +24,7 @@ def fusion_report(fuser: Fuser, result: FusionResult, solver: dict, settings: di
             for c in fuser.concepts
         ],
         "fidelity": result.fidelity,
+        "base_preservation": result.base_preservation,
         "layers": result.layers,
         "timing": dict(result.timing),
         "world_size": world_size,

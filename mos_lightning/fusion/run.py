@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ..distributed import all_gather_objects
-from .fidelity import text_fidelity, unet_fidelity
+from .fidelity import base_preservation, record_base, text_fidelity, unet_fidelity
 from .fuser import ConceptRecord, Fuser
 from .grams import FusionSums, all_reduce_sums
 
@@ -32,6 +32,8 @@ class FusionResult:
     fidelity: dict[str, dict]  # concept → {"text_encoder": {"fused", "naive"}, "unet": {"fused", "naive"}}
     statistics: dict[str, str]  # concept → where its own-model statistics came from
     timing: dict[str, float]
+    # fused / naive model vs the base on prompts without concepts: {"fused": {"text_encoder", "unet"}, "naive": …}
+    base_preservation: dict[str, dict[str, float]] | None = None
 
 
 def sum_across_processes(sums: FusionSums, dtype: torch.dtype, device: torch.device) -> None:
@@ -80,6 +82,13 @@ def run_fusion(fuser: Fuser, indices: Sequence[int] | None = None, source: Recor
         }
         for index in indices
     }
+    preservation = None
+    if fuser.settings.base_prompts:  # measured once (on the first process) and shared
+        first = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+        if first:
+            base = record_base(fuser)
+            preservation = {which: base_preservation(fuser, base, which) for which in ("fused", "naive")}
+        preservation = all_gather_objects(preservation)[0]
     timing["fidelity_s"] = time.perf_counter() - start
     gathered_fidelity, gathered_statistics = {}, {}
     for part in all_gather_objects(fidelity):
@@ -92,4 +101,5 @@ def run_fusion(fuser: Fuser, indices: Sequence[int] | None = None, source: Recor
         {name: gathered_fidelity[name] for name in order if name in gathered_fidelity},
         {name: gathered_statistics.get(name) for name in order},
         timing,
+        preservation,
     )

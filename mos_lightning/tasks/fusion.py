@@ -47,6 +47,7 @@ class FusionTask(pl.LightningModule):
         height: int | None = None,
         width: int | None = None,
         kv_positions: Literal["all", "prompt", "concept"] = "all",
+        base_prompts: list[str] | None = None,
         dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
         stats_dtype: Literal["float64", "float32"] = "float64",
         use_saved_stats: bool = True,
@@ -73,6 +74,9 @@ class FusionTask(pl.LightningModule):
                 position, padding included — the UNet attends to all of them; on the demo this cut the fused
                 model's UNet error about 10×), ``prompt`` (up to the end token) or ``concept`` (concept tokens + end
                 token, as the reference implementation).
+            base_prompts: Prompts without any concept on which the report measures how far the fused (and the naive)
+                model drift from the base (text-encoder outputs; noise predictions along the base's own trajectories);
+                default four generic prompts (``mos_lightning.fusion.fuser.BASE_PROMPTS``); ``[]`` skips the check.
             dtype: Model dtype while recording; ``auto`` = float16 on GPUs, float32 on CPU. The saved model has it too.
             stats_dtype: Accumulation dtype of the summed statistics and the solves.
             use_saved_stats: Use a concept's ``<file stem>.fusion-stats.safetensors`` (written at the end of tuning
@@ -103,6 +107,7 @@ class FusionTask(pl.LightningModule):
             spatial_prompts=list(h.spatial_prompts or defaults.spatial_prompts),
             spatial_seeds=list(h.spatial_seeds or defaults.spatial_seeds), num_inference_steps=h.num_inference_steps,
             scheduler=h.scheduler, height=h.height, width=h.width, kv_positions=h.kv_positions,
+            base_prompts=list(defaults.base_prompts if h.base_prompts is None else h.base_prompts),
             stats_dtype=getattr(torch, h.stats_dtype),
         )
 
@@ -162,4 +167,9 @@ class FusionTask(pl.LightningModule):
         for name, f in self.report["fidelity"].items():
             lines.append(f"  {name:<20} text encoder {f['text_encoder']['fused']:.4f} | {f['text_encoder']['naive']:.4f}"
                          f"   UNet {f['unet']['fused']:.4f} | {f['unet']['naive']:.4f}")
+        base = self.report.get("base_preservation")
+        if base:
+            lines.append(f"  {'base (no concept)':<20} text encoder {base['fused']['text_encoder']:.4f} | "
+                         f"{base['naive']['text_encoder']:.4f}   UNet {base['fused']['unet']:.4f} | "
+                         f"{base['naive']['unet']:.4f}   (vs the base model)")
         print("\n".join(lines))
