@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mos_lightning.fusion import ClosedForm, LayerProblem
-from reference import load_golden
+from reference import load_golden, reference_file
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +49,39 @@ def test_closed_form_reaches_the_reference_objective_on_every_layer(golden_layer
         default_total += default / layer["mse_W0"]
         reference_total += layer["mse_reference"] / layer["mse_W0"]
     assert default_total < reference_total
+
+
+def test_a_reference_fused_folder_loads_for_sampling_with_its_concepts():
+    """The reference's fused model folder (tokens <new0>… mapped by new_concept_cfg.json) samples through our
+    pipeline: each concept by name, with the embeddings of the files that were fused."""
+    from mos_lightning.edlora_file import load_edlora
+    from mos_lightning.pipelines import EDLoRAPipeline
+
+    pipe = EDLoRAPipeline.from_pretrained(reference_file("fusion/reference_fused"), local_files_only=True,
+                                          safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    assert {n: c.tokens for n, c in pipe.concepts.items()} == {"cat": ["<cat1>", "<cat2>"], "dog": ["<dog1>", "<dog2>"]}
+    table = dict(zip(pipe.concept_tokens.names, pipe.concept_tokens.weight))
+    for name in ("cat", "dog"):
+        for token, embedding in load_edlora(reference_file(f"fusion/edlora_{name}.pth")).embeddings.items():
+            torch.testing.assert_close(table[token], embedding)
+    images = pipe.sample(["a photo of <cat> next to <dog>"], [0], num_inference_steps=2, height=32, width=32)
+    assert images.shape == (1, 32, 32, 3)
+
+
+def test_a_reference_fusion_concept_list_is_accepted(tmp_path):
+    import json
+
+    from mos_lightning.data import FusionDataModule
+
+    listing = tmp_path / "compose.json"
+    listing.write_text(json.dumps([
+        {"lora_path": str(reference_file("fusion/edlora_cat.pth")), "unet_alpha": 1.0, "text_encoder_alpha": 0.8,
+         "concept_name": "<cat1> <cat2>"},
+        {"lora_path": str(reference_file("fusion/edlora_dog.pth")), "unet_alpha": 0.9, "text_encoder_alpha": 1.0,
+         "concept_name": "<dog1> <dog2>"},
+    ]))
+    data = FusionDataModule(concept_list=str(listing))
+    data.setup("predict")
+    assert [(c.name, c.tokens, c.unet_alpha, c.text_encoder_alpha) for c in data.fusion_concepts] == [
+        ("edlora_cat", ["<cat1>", "<cat2>"], 1.0, 0.8), ("edlora_dog", ["<dog1>", "<dog2>"], 0.9, 1.0)]

@@ -10,6 +10,7 @@ loads its concepts in :meth:`EDLoRAPipeline.from_pretrained`.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,10 @@ from diffusers import StableDiffusionPipeline
 from ..attention import (
     attention_processors, install_layerwise_processors, num_cross_attention_layers, set_attention_processors,
 )
-from ..edlora_file import CONCEPTS_FILE, EDLoRA, load_edlora
+from ..defaults import NEGATIVE_PROMPT, PLACEHOLDER
+from ..edlora_file import CONCEPTS_FILE, REFERENCE_CONCEPTS_FILE, EDLoRA, import_reference_concepts, load_edlora
 from ..lora import merge_lora, restore
 from ..models import check_compatible
-from ..defaults import NEGATIVE_PROMPT, PLACEHOLDER
 from ..tokens import LayerwiseTokens, create_layerwise_tokens, encode_prompts, tokenize
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -42,11 +43,16 @@ class EDLoRAPipeline(StableDiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """diffusers loading; a fused model folder's ``concepts.safetensors`` token table is loaded too."""
+        """diffusers loading; a fused model folder's token table is loaded too (ours: ``concepts.safetensors``; the
+        reference implementation's: ``new_concept_cfg.json``)."""
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        table = Path(str(pretrained_model_name_or_path)) / CONCEPTS_FILE
-        if table.is_file():
-            pipe.load_edlora(table, scale=0.0)
+        folder = Path(str(pretrained_model_name_or_path))
+        if (folder / CONCEPTS_FILE).is_file():
+            pipe.load_edlora(folder / CONCEPTS_FILE, scale=0.0)
+        elif (folder / REFERENCE_CONCEPTS_FILE).is_file():  # a fused folder written by the reference implementation
+            config = json.loads((folder / REFERENCE_CONCEPTS_FILE).read_text())
+            table = pipe.text_encoder.get_input_embeddings().weight
+            pipe.load_edlora(import_reference_concepts(config, table, str(folder / REFERENCE_CONCEPTS_FILE)), scale=0.0)
         return pipe
 
     @property
