@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_path
@@ -105,30 +105,36 @@ def load_edlora(path: str | Path) -> EDLoRA:
         raise FileNotFoundError(f"ED-LoRA file {path} does not exist")
     if path.suffix in (".pth", ".pt", ".ckpt"):
         return import_reference_pth(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta_text = (f.metadata() or {}).get(METADATA_KEY)
-        if meta_text is None:
-            raise ValueError(f"{path} is a safetensors file but not an ED-LoRA (no '{METADATA_KEY}' metadata)")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    meta = json.loads(meta_text)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {meta['format_version']}; upgrade mos-lightning to read it")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta_text = (f.metadata() or {}).get(METADATA_KEY)
+            if meta_text is None:
+                raise ValueError(f"{path} is a safetensors file but not an ED-LoRA (no '{METADATA_KEY}' metadata)")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt? {error}); "
+                         "export the ED-LoRA again") from error
+    try:
+        meta = json.loads(meta_text)
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {meta['format_version']}; upgrade mos-lightning to read it")
+        concepts = {n: ConceptInfo(**c) for n, c in meta["concepts"].items()}
+        fields = {k: meta[k] for k in ("num_layers", "rank", "alpha")}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path}: its '{METADATA_KEY}' metadata is broken or incomplete ({error!r}); "
+                         "export the ED-LoRA again") from error
     groups: dict[str, dict[str, torch.Tensor]] = {"embedding": {}, "unet": {}, "text_encoder": {}}
     for key, value in tensors.items():
         prefix, _, rest = key.partition(".")
+        if prefix not in groups:
+            raise ValueError(f"{path}: tensor {key!r} has an unknown prefix (expected {sorted(groups)})")
         groups[prefix][rest] = value
-    edlora = EDLoRA(
-        concepts={n: ConceptInfo(**c) for n, c in meta["concepts"].items()},
-        embeddings=groups["embedding"],
-        unet_lora=groups["unet"],
-        text_encoder_lora=groups["text_encoder"],
-        num_layers=meta["num_layers"],
-        rank=meta["rank"],
-        alpha=meta["alpha"],
-        base_model=meta.get("base_model", ""),
-        extra=meta.get("extra", {}),
-    )
-    edlora.validate()
+    edlora = EDLoRA(concepts, groups["embedding"], groups["unet"], groups["text_encoder"], **fields,
+                    base_model=meta.get("base_model", ""), extra=meta.get("extra", {}))
+    try:
+        edlora.validate()
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
     return edlora
 
 
@@ -162,6 +168,8 @@ def import_reference_pth(path: str | Path, concept_name: str | None = None) -> E
     if "new_concept_embedding" not in params:
         raise ValueError(f"{path} is not a reference ED-LoRA file (no params['new_concept_embedding'])")
     embeddings = {t: e.detach().float() for t, e in params["new_concept_embedding"].items()}
+    if not embeddings:
+        raise ValueError(f"{path} holds no concept embeddings (params['new_concept_embedding'] is empty)")
     unet = {_reference_key(k, path): _reference_weight(v) for k, v in params.get("unet", {}).items()}
     text = {_reference_key(k, path): _reference_weight(v) for k, v in params.get("text_encoder", {}).items()}
     ranks = {v.shape[0] for k, v in (unet | text).items() if k.endswith("lora_A.weight")}

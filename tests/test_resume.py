@@ -40,3 +40,26 @@ def test_checkpoint_holds_only_trainable_state_and_resumes_exactly(tiny_model_di
             assert torch.equal(restored["state"][idx][name], value), (idx, name)
     assert [g["lr"] for g in saved["param_groups"]] == [g["lr"] for g in restored["param_groups"]]
     assert resumed.global_step == 6
+
+
+def test_nonsense_settings_are_refused_before_training(tiny_model_dir, tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="learning rates must be >= 0"):
+        make_task(tiny_model_dir, tmp_path / "out", unet_lr=-1e-4)
+    task = make_task(tiny_model_dir, tmp_path / "out")
+    with pytest.raises(ValueError, match="max_steps is 0"):
+        make_trainer(tmp_path, 0).fit(task, make_data(DEMO_CONCEPTS / "redball"))
+    assert task.model is None  # refused before the base model loaded
+
+
+def test_resuming_past_max_steps_is_refused(tiny_model_dir, tmp_path):
+    import pytest
+
+    ckpt_cb = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    make_trainer(tmp_path, 3, enable_checkpointing=True, callbacks=[ckpt_cb]).fit(
+        make_task(tiny_model_dir, tmp_path / "out"), make_data(DEMO_CONCEPTS / "redball"))
+    path = next((tmp_path / "ckpt").glob("*.ckpt"))
+    with pytest.raises(ValueError, match="already at step 3 and trainer.max_steps is 2"):
+        make_trainer(tmp_path, 2).fit(make_task(tiny_model_dir, tmp_path / "out2"), make_data(DEMO_CONCEPTS / "redball"),
+                                      ckpt_path=path)

@@ -83,9 +83,8 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
             noise_offset: Adds ``noise_offset * randn(B, C, 1, 1)`` to the noise.
             prediction_type: Override the scheduler's prediction type (default: the base model's).
             losses: The loss terms, summed (``class_path`` + ``init_args`` each, see :mod:`mos_lightning.losses`);
-                default ``[DiffusionLoss()]``: the MSE weighted by the letterbox validity mask. The reference's
-                recipe for characters: ``DiffusionLoss(mask_loss=True)`` (needs masks); its optional regulariser:
-                ``AttentionRegularisation(weight=0.01)`` (needs masks).
+                default ``[DiffusionLoss()]``; the reference's recipes add ``mask_loss`` and ``AttentionRegularisation``
+                (``configs/edlora/``).
             kv_lora_dropout: Each step, each cross-attention k/v LoRA is off with this probability (research
                 branch: 0.2–0.3 for some concepts; 0 disables).
             max_embedding_norm: Concept embeddings stop updating once their mean norm reaches this (None disables).
@@ -104,15 +103,17 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
                 one VAE encode per view, same results.
             output_dir: Where ``edlora.safetensors`` is written.
             export_every_n_steps: Also write ``edlora-step<N>.safetensors`` every N optimizer steps (0 disables).
-            fusion_stats: After tuning, also write ``edlora.fusion-stats.safetensors`` (the concept's fusion
-                statistics at the default fusion settings, a few hundred MB at SD 1.5 size), so the center node
-                fuses without running this concept's model again.
+            fusion_stats: Also write ``edlora.fusion-stats.safetensors`` (fusion statistics at the default settings),
+                so the center node fuses without running this concept's model again.
         """
         super().__init__()
         if not tokens or len(tokens) != len(initializers):
             raise ValueError(f"need one initializer per token, got tokens={list(tokens)} initializers={list(initializers)}")
         if lora_rank < 0:
             raise ValueError("lora_rank must be >= 0")
+        rates = {"embedding_lr": embedding_lr, "text_encoder_lr": text_encoder_lr, "unet_lr": unet_lr}
+        if any(rate < 0 for rate in rates.values()):
+            raise ValueError(f"learning rates must be >= 0 (a negative rate climbs the loss), got {rates}")
         self.losses = list(losses) if losses is not None else [DiffusionLoss()]
         if not self.losses:
             raise ValueError("losses is empty: give at least one loss term, e.g. mos_lightning.losses.DiffusionLoss")
@@ -120,14 +121,12 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         self.record_attention = any(term.needs_attention_maps for term in self.losses)
         if gradient_checkpointing and self.record_attention:
             raise ValueError("gradient_checkpointing cannot be combined with a loss term that reads attention maps "
-                             "(AttentionRegularisation): the recomputed forward would not record them again; "
-                             "turn one of them off")
+                             "(AttentionRegularisation: recomputation does not record them); drop one of them")
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         # Components are objects: the checkpoint keeps their description, not the objects (no pickle in files).
         self.save_hyperparameters(ignore=["losses", "optimizer", "lr_scheduler"])
-        self.hparams["losses"] = [describe(term) for term in self.losses]
-        self.hparams["optimizer"] = describe_callable(optimizer)
-        self.hparams["lr_scheduler"] = describe_callable(lr_scheduler)
+        self.hparams.update(losses=[describe(t) for t in self.losses], optimizer=describe_callable(optimizer),
+                            lr_scheduler=describe_callable(lr_scheduler))
         self.strict_loading = False  # checkpoints hold only the trainable state (TrainableStateCheckpoints)
         self.host_loss = LaggedHostScalar()
         # the string in captions that stands for the concept: the data module's (one source of truth), set in setup
@@ -137,9 +136,8 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
     # ----------------------------------------------------------------- model
     @property
     def concept_class_word(self) -> str | None:
-        if self.hparams.class_word:
-            return self.hparams.class_word
-        return next((w for w in self.hparams.initializers if not w.startswith("<rand-")), None)
+        words = [w for w in self.hparams.initializers if not w.startswith("<rand-")]
+        return self.hparams.class_word or next(iter(words), None)
 
     def load_base(self) -> BaseModel:
         """The frozen base model; override to build components another way (benchmarks build random ones)."""
@@ -168,6 +166,8 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
             )
         self.placeholder = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("placeholder",
                                                                                                  PLACEHOLDER)
+        if stage == "fit" and self.trainer.max_steps == 0:
+            raise ValueError("trainer.max_steps is 0: nothing would be tuned and no ED-LoRA written; give a step count")
         check_ddp_settings(self.trainer)
 
     def on_fit_start(self) -> None:

@@ -16,6 +16,11 @@ class TrainableStateCheckpoints:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trainer = getattr(self, "_trainer", None)
+        done, limit = checkpoint.get("global_step", 0), trainer.max_steps if trainer is not None else -1
+        if 0 <= limit <= done:
+            raise ValueError(f"the checkpoint is already at step {done} and trainer.max_steps is {limit}: resuming "
+                             "would train nothing; raise max_steps above the checkpoint's step")
         missing = self.trainable_keys() - set(checkpoint["state_dict"])
         if missing:
             raise ValueError(
