@@ -30,3 +30,9 @@ def test_items_cover_prompts_times_seeds_and_skip_existing_images(tmp_path):
     dm.setup("predict")
     assert len(dm.items) == 5 and all(i.seed != 6 or i.prompt_index != 0 for i in dm.items)
     assert len(PromptDataModule(prompts=["x"], seeds=list(range(1, 51))).all_items) == 50
+
+
+def test_prompt_file_replaces_the_configs_prompts(tmp_path):
+    (tmp_path / "mine.txt").write_text("a <TOK> on the moon\n")
+    dm = PromptDataModule(prompts=["<potter> and <hermione>"], prompt_file=str(tmp_path / "mine.txt"))
+    assert dm.prompts == ["a <TOK> on the moon"]

@@ -178,3 +178,17 @@ def test_unknown_adapter_and_missing_condition_image_are_named(tiny_model_dir, r
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"scenes": [scene]}))
     with pytest.raises(ValueError, match="adapter 'pose' is not configured"):
         build_cli(scene_args(tiny_model_dir, files, tmp_path / "s.yaml", tmp_path / "out", adapter))
+
+
+def test_adapters_no_scene_uses_are_never_loaded(tiny_model_dir, regional_inputs, tmp_path):
+    """An adapter configured but unused (here a hub id that cannot be downloaded offline) is not loaded."""
+    files, adapter = regional_inputs
+    scene_file = tmp_path / "scenes.yaml"
+    scene_file.write_text(yaml.safe_dump({"scenes": [{"name": "plain", "prompt": "a ball and a box", "seeds": [1],
+                                                      "regions": [{"prompt": "a <redball>", "box": [0, 0, 1, 0.5]}]}]}))
+    args = scene_args(tiny_model_dir, files, scene_file, tmp_path / "out", adapter)
+    args[args.index("--model.init_args.adapters") + 1] = json.dumps(
+        {"sketch": str(adapter), "keypose": "TencentARC/t2iadapter_openpose_sd14v1"})
+    cli = build_cli(args)
+    assert dict(cli.model.adapter_models) == {}
+    assert (tmp_path / "out" / "0000-plain" / "seed000001.png").is_file()

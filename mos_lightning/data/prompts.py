@@ -132,7 +132,8 @@ class PromptDataModule(ImageItemsDataModule):
         """
         Args:
             prompts: Prompts to sample; ``<TOK>`` stands for the only loaded concept, ``<name>`` for concept ``name``.
-            prompt_file: A ``.txt`` (one prompt per line) or YAML list of prompts, used with or instead of ``prompts``.
+            prompt_file: A ``.txt`` (one prompt per line) or YAML list of prompts; when given it *replaces*
+                ``prompts`` (so a config's prompts never mix into yours).
             num_samples: Images per prompt.
             seed: Seed of the first image of every prompt; image k uses ``seed + k``.
             seeds: Explicit seeds instead of ``seed``/``num_samples`` (the paper's evaluation uses 1..50).
@@ -159,10 +160,12 @@ class PromptDataModule(ImageItemsDataModule):
 
     @property
     def prompts(self) -> list[str]:
-        """The given prompts followed by the prompt file's (read when first needed)."""
-        if self.prompt_file and not hasattr(self, "_file_prompts"):
+        """The prompt file's prompts (read when first needed) if there is one, else the given prompts."""
+        if not self.prompt_file:
+            return self._prompts
+        if not hasattr(self, "_file_prompts"):
             self._file_prompts = read_prompts(self.prompt_file)
-        return self._prompts + getattr(self, "_file_prompts", [])
+        return self._file_prompts
 
     @property
     def all_items(self) -> list[SampleItem]:

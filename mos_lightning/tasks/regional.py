@@ -79,6 +79,8 @@ class RegionalTask(SamplingTask):
         multiple = geometry.vae_factor * (geometry.unet_factor if any(s.conditions for s in scenes) else 1)
         native = (geometry.native_size, geometry.native_size)
         check_scenes(scenes, native, self.known_tokens(), adapters, multiple)
+        # load only the adapters a scene uses: an unused hub adapter would need a download for nothing
+        self.used_adapters = sorted({c.adapter for scene in scenes for c in scene.conditions})
 
     def configure_model(self) -> None:
         if self.pipe is not None:
@@ -86,7 +88,8 @@ class RegionalTask(SamplingTask):
         super().configure_model()
         from diffusers import T2IAdapter
 
-        for name, path in (self.hparams.adapters or {}).items():
+        for name in self.used_adapters:
+            path = self.hparams.adapters[name]
             self.adapter_models[name] = T2IAdapter.from_pretrained(path, local_files_only=Path(path).exists())
 
     def on_predict_start(self) -> None:
