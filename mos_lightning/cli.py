@@ -80,12 +80,29 @@ BENIGN_WARNINGS = (
 )
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``mos-lightning`` console script and ``python -m mos_lightning``."""
+def quiet_libraries() -> None:
+    """Keep the console for what the user needs: no library notices (transformers' optional-dependency notes,
+    Lightning's hardware lines and product tips), no per-file weight-loading bars, no known-benign warnings."""
+    import logging
+    import os
     import warnings
 
-    for pattern in BENIGN_WARNINGS:  # keep the console for warnings that mean something
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    for pattern in BENIGN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):  # also when imported before the variables were set
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``mos-lightning`` console script and ``python -m mos_lightning``."""
+    quiet_libraries()
     build_cli(args)
 
 

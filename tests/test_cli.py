@@ -70,3 +70,31 @@ def test_optimizer_and_schedule_are_injected_from_the_command_line(tiny_model_di
     assert [g["initial_lr"] for g in optimizer.param_groups] == [0.005, 0.0001, 0.001]  # the demo config's rates
     assert [g["lr"] for g in optimizer.param_groups] == [0.0025, 0.00005, 0.0005]  # ConstantLR(factor 0.5)
     assert cli.model.hparams.optimizer.startswith("torch.optim.sgd.SGD")
+
+
+NOISE = ("requires torchvision", "💡 Tip", "GPU available", "TPU available", "Loading weights",
+         "Loading pipeline components")
+
+
+def test_a_run_prints_no_library_noise(tiny_model_dir, tmp_path):
+    """What a user sees on the console: the run's own lines, none of the libraries' notices."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import random_edlora
+    from mos_lightning.edlora_file import save_edlora
+
+    files = [str(save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1)))
+             for i, n in enumerate(("cat", "dog"))]
+    result = subprocess.run(
+        [sys.executable, "-m", "mos_lightning", "predict", "--config", str(REPO / "configs/demo/fusion.yaml"),
+         "--model.init_args.base_model", str(tiny_model_dir), "--model.init_args.output_dir", str(tmp_path / "f"),
+         "--model.init_args.num_inference_steps", "2", "--data.init_args.concepts",
+         json.dumps([{"path": f} for f in files])],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "fused 2 concept(s)" in output
+    assert [n for n in NOISE if n in output] == []
