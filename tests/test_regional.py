@@ -192,3 +192,37 @@ def test_adapters_no_scene_uses_are_never_loaded(tiny_model_dir, regional_inputs
     cli = build_cli(args)
     assert dict(cli.model.adapter_models) == {}
     assert (tmp_path / "out" / "0000-plain" / "seed000001.png").is_file()
+
+
+def test_adapter_weights_per_region(pipe):
+    """The reference's region_*_adaptor_weight: inside a box the adapter's features take that box's weight."""
+    channels = list(pipe.unet.config.block_out_channels)
+    torch.manual_seed(0)
+    pose = T2IAdapter(in_channels=3, channels=channels, num_res_blocks=1, downscale_factor=8)
+    condition = Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
+    regional = RegionalPipeline(pipe)
+    plain = regional.adapter_states([AdapterCondition(pose, condition, 0.5)], 64, 64)
+    same = regional.adapter_states([AdapterCondition(pose, condition, 0.5, [((0, 0, 32, 32), 0.5)])], 64, 64)
+    boxed = regional.adapter_states([AdapterCondition(pose, condition, 0.5, [((0, 0, 32, 32), 0.0)])], 64, 64)
+    for p, s, b in zip(plain, same, boxed):
+        h, w = p.shape[-2:]
+        assert torch.equal(p, s)
+        half_h, half_w = max(h // 2, 1), max(w // 2, 1)  # a box covers every cell it touches (1×1: all)
+        assert torch.all(b[..., :half_h, :half_w] == 0)  # the box's cells are switched off
+        assert torch.equal(b[..., half_h:, :], p[..., half_h:, :]) and torch.equal(b[..., :, half_w:], p[..., :, half_w:])
+
+
+def test_condition_regions_are_parsed_and_checked(tmp_path):
+    from mos_lightning.data.scenes import check_scenes, parse_scene
+
+    (tmp_path / "c.png").write_bytes(b"")
+    raw = {"name": "s", "prompt": "p", "conditions": [
+        {"adapter": "pose", "image": "c.png", "weight": 0.5, "regions": [{"box": [0, 0, 0.5, 0.5], "weight": 0.8}]}]}
+    scene = parse_scene(raw, tmp_path, 0)
+    assert scene.conditions[0].regions == [((0, 0, 0.5, 0.5), 0.8)]
+    raw["conditions"][0]["regions"] = [{"box": [0, 0, 0.5, 0.5]}]
+    with pytest.raises(ValueError, match="condition 0, region 0: needs a box and a weight"):
+        parse_scene(raw, tmp_path, 0)
+    raw["conditions"][0]["regions"] = [{"box": [0, 0, 2.0, 0.5], "weight": 1}]
+    with pytest.raises(ValueError, match="condition 0, region 0: box"):
+        check_scenes([parse_scene(raw, tmp_path, 0)], (64, 64), set(), {"pose"}, 8)

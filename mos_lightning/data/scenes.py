@@ -15,7 +15,9 @@ A scene file is YAML: ``scenes:`` then a list of
       conditions:                        # optional T2I-Adapter conditions
         - adapter: keypose               # a name from the task's `adapters`
           image: poses/trio.png          # relative to the scene file
-          weight: 1.0
+          weight: 1.0                    # everywhere, except in these boxes (the reference's region_*_adaptor_weight):
+          regions:                       # optional
+            - {box: [0.1, 0.66, 1.0, 1.0], weight: 0.8}
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Condition:
     adapter: str
     image: str
     weight: float = 1.0
+    regions: list[tuple[tuple, float]] = field(default_factory=list)  # (box, weight): the adapter's weight in a box
 
 
 @dataclass
@@ -73,7 +76,13 @@ def parse_scene(raw: dict, base_dir: Path, index: int) -> Scene:
         image = image if image.is_absolute() else base_dir / image
         if not image.is_file():
             raise FileNotFoundError(f"{where}, condition {k}: image {image} does not exist")
-        conditions.append(Condition(str(c.get("adapter", "")), str(image), float(c.get("weight", 1.0))))
+        region_weights = []
+        for j, r in enumerate(c.get("regions") or []):
+            if not isinstance(r, dict) or "box" not in r or "weight" not in r:
+                raise ValueError(f"{where}, condition {k}, region {j}: needs a box and a weight")
+            region_weights.append((tuple(r["box"]), float(r["weight"])))
+        conditions.append(Condition(str(c.get("adapter", "")), str(image), float(c.get("weight", 1.0)),
+                                    region_weights))
     return Scene(str(raw["name"]), str(raw["prompt"]), regions, raw.get("negative_prompt"), raw.get("height"),
                  raw.get("width"), list(raw.get("seeds") or [0]), conditions)
 
@@ -111,6 +120,11 @@ def check_scenes(scenes: list[Scene], native: tuple[int, int], known: set[str], 
             if c.adapter not in adapters:
                 raise ValueError(f"{where}, condition {k}: adapter {c.adapter!r} is not configured "
                                  f"(model.init_args.adapters has {sorted(adapters)})")
+            for j, (box, _) in enumerate(c.regions):
+                try:
+                    box_fractions(box, height, width)
+                except ValueError as error:
+                    raise ValueError(f"{where}, condition {k}, region {j}: {error}") from None
 
 
 class SceneDataModule(ImageItemsDataModule):

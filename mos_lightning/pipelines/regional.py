@@ -7,25 +7,36 @@ the UNet gets the adapters' residuals. Usable without Lightning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from ..attention import attention_processors, set_attention_processors
-from ..attention.regions import Region, RegionLayout, install_regional_processors
+from ..attention.regions import Region, RegionLayout, box_fractions, feature_mask, install_regional_processors
 from ..defaults import NEGATIVE_PROMPT
 from .edlora import EDLoRAPipeline, to_uint8
 
 
 @dataclass
 class AdapterCondition:
-    """One T2I-Adapter with its condition image (resized to the output) and weight (0 = no effect)."""
+    """One T2I-Adapter with its condition image (resized to the output) and weight (0 = no effect); ``regions``
+    give other weights inside boxes (the reference's ``region_*_adaptor_weight``; later boxes win on overlaps)."""
 
     adapter: object  # diffusers T2IAdapter
     image: Image.Image
     weight: float = 1.0
+    regions: list[tuple[tuple, float]] = field(default_factory=list)  # (box [top, left, bottom, right], weight)
+
+    def weight_map(self, height: int, width: int, h: int, w: int) -> torch.Tensor | float:
+        """The weight at every cell of an ``h × w`` feature map of a ``height × width`` image."""
+        if not self.regions:
+            return self.weight
+        weights = torch.full((h, w), float(self.weight))
+        for box, weight in self.regions:
+            weights[feature_mask(box_fractions(box, height, width), h, w)] = weight
+        return weights
 
 
 class RegionalPipeline:
@@ -53,7 +64,7 @@ class RegionalPipeline:
             pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
             if c.adapter.config.in_channels == 1:  # sketch adapters read one channel
                 pixels = pixels.mean(1, keepdim=True)
-            features = [f * c.weight for f in c.adapter(pixels.to(device, dtype))]
+            features = [f * _on(c.weight_map(height, width, *f.shape[-2:]), f) for f in c.adapter(pixels.to(device, dtype))]
             states = features if states is None else [s + f for s, f in zip(states, features)]
         return states
 
@@ -127,3 +138,7 @@ def draw_regions(image: np.ndarray, regions: list[Region]) -> np.ndarray:
         draw.rectangle(xy, outline=color, width=max(1, min(height, width) // 128))
         draw.text((xy[0] + 2, xy[1] + 2), region.prompt[:40], fill=color)
     return np.asarray(canvas)
+
+
+def _on(weights: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
+    return weights.to(like.device, like.dtype) if isinstance(weights, torch.Tensor) else weights

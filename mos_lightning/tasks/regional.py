@@ -102,7 +102,7 @@ class RegionalTask(SamplingTask):
         images, debug, metadata = [], [], []
         for index, seed in zip(batch["prompt_index"], batch["seed"]):
             scene = scenes[index]
-            conditions = [AdapterCondition(self.adapter_models[c.adapter], Image.open(c.image), c.weight)
+            conditions = [AdapterCondition(self.adapter_models[c.adapter], Image.open(c.image), c.weight, c.regions)
                           for c in scene.conditions]
             image = RegionalPipeline(self.pipe)(
                 scene.prompt, scene.regions, negative_prompt=scene.negative_prompt or h.negative_prompt,
