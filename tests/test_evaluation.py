@@ -92,3 +92,16 @@ def test_test_run_writes_table_one_and_resumes(tiny_model_dir, tmp_path):
     build_cli(args)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert (out / "table.csv").read_text() == first
+
+
+def test_the_authors_benchmark_prompt_files_keep_their_groups(tmp_path):
+    """datasets/benchmark_prompts/…/test_chair.txt layout: four blank-line-separated blocks, one per group."""
+    blocks = [[f"A <TOK>, {g} {i}" for i in range(5)] for g in GROUPS]
+    (tmp_path / "test_chair.txt").write_text("\n\n".join("\n".join(b) for b in blocks) + "\n")
+    dm = EvalDataModule([spec(prompt_file=str(tmp_path / "test_chair.txt"))], seeds=[1])
+    dm.setup("test")
+    assert [(i.group, i.prompt) for i in dm.items] == [(g, p) for g, b in zip(GROUPS, blocks) for p in b]
+    (tmp_path / "plain.txt").write_text("A <TOK>\nA <TOK> again\n")
+    plain = EvalDataModule([spec(prompt_file=str(tmp_path / "plain.txt"))], seeds=[1])
+    plain.setup("test")
+    assert {i.group for i in plain.items} == {"custom"}

@@ -30,7 +30,8 @@ class EvalConceptSpec:
     category: str = "characters"
     """Which of the paper's prompt sets: characters, pets, table, chair, vase, scene."""
     prompt_file: str | None = None
-    """Own prompts instead: YAML mapping group → list of prompts, or a .txt/.yaml list (group ``custom``)."""
+    """Own prompts instead: YAML mapping group → list of prompts; a .txt of four blank-line-separated blocks (the
+    authors' ``benchmark_prompts`` files: the paper's groups in order); or a .txt/.yaml list (group ``custom``)."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,27 @@ class EvalItem:
         return f"{self.concept}/{self.prompt_index:02d}-{slug(self.prompt)}/seed{self.seed:06d}.png"
 
 
+def benchmark_blocks(path: Path) -> list[list[str]] | None:
+    """The prompt blocks of a ``.txt`` in the authors' ``datasets/benchmark_prompts`` layout (one block per group,
+    in the paper's group order, separated by blank lines), or None when the file is not laid out that way."""
+    if not path.is_file() or path.suffix != ".txt":
+        return None
+    blocks = [[line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+              for block in path.read_text().strip().split("\n\n")]
+    blocks = [b for b in blocks if b]
+    return blocks if len(blocks) == len(GROUPS) else None
+
+
 def concept_prompts(spec: EvalConceptSpec) -> list[tuple[str, str]]:
     """``(group, prompt)`` pairs of a concept, in order."""
     if spec.prompt_file:
         path = Path(spec.prompt_file)
         data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") and path.is_file() else None
+        blocks = benchmark_blocks(path) if data is None else None
         if isinstance(data, dict) and "prompts" not in data:
             pairs = [(group, p) for group, prompts in data.items() for p in prompts]
+        elif blocks:  # the authors' benchmark_prompts layout: the four groups as blank-line-separated blocks
+            pairs = [(group, p) for group, block in zip(GROUPS, blocks) for p in block]
         else:
             pairs = [("custom", p) for p in read_prompts(path)]
     else:
