@@ -39,7 +39,7 @@ def test_fusion_inputs_benchmark_runs_on_the_tiny_model(tiny_model_dir, tmp_path
     out = tmp_path / "rows.json"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "fusion_inputs.py"), "--base-model", str(tiny_model_dir), *files,
-         "--size", "64", "--steps", "2", "--solvers", "closed_form", "naive_average", "--kv-positions", "all",
+         "--size", "64", "--steps", "2", "--solvers", "closed_form", "naive_average", "--inputs", "all",
          "--json", str(out)], capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())

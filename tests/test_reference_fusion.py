@@ -85,3 +85,53 @@ def test_a_reference_fusion_concept_list_is_accepted(tmp_path):
     data.setup("predict")
     assert [(c.name, c.tokens, c.unet_alpha, c.text_encoder_alpha) for c in data.fusion_concepts] == [
         ("edlora_cat", ["<cat1>", "<cat2>"], 1.0, 0.8), ("edlora_dog", ["<dog1>", "<dog2>"], 0.9, 1.0)]
+
+
+def reference_fuser(**settings):
+    """Our fuser on the reference's tiny model and two concepts, with the reference's statistics inputs."""
+    from mos_lightning.fusion import ConceptSpec, Fuser, FusionSettings, load_concepts
+    from mos_lightning.pipelines import EDLoRAPipeline
+
+    pipe = EDLoRAPipeline.from_pretrained(reference_file("tiny-sd15"), local_files_only=True, safety_checker=None,
+                                          requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    concepts = load_concepts([ConceptSpec(str(reference_file(f"fusion/edlora_{n}.pth"))) for n in ("cat", "dog")])
+    return Fuser(pipe, concepts, FusionSettings(text_rows="unpadded", kv_positions="concept", spatial_model="hybrid",
+                                                **settings))
+
+
+def assert_grams_match(stage: str, golden_layers: dict, gram_of, concept: int | None = None):
+    for name, layer in golden_layers.items():
+        if layer["stage"] != stage:
+            continue
+        gram, rows = gram_of(name)
+        expected = layer["gram_XtX_per_concept"]
+        expected = expected.sum(0) if concept is None else expected[concept]
+        count = sum(layer["rows_per_concept"]) if concept is None else layer["rows_per_concept"][concept]
+        assert rows == count, (name, rows, count)
+        torch.testing.assert_close(gram.double(), expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_reference_inputs_reproduce_the_references_statistics(golden_layers):
+    """With the reference's inputs (unpadded text rows, concept + end-token k/v rows, hybrid spatial trajectories)
+    our statistics equal the reference's own Gram matrices and row counts on all 136 layers. The k/v and spatial
+    stages read the reference's fused text encoder and k/v (their statistics depend on them)."""
+    fuser = reference_fuser(num_inference_steps=2, height=32, width=32)
+    for index in range(2):
+        record = fuser.record(index)
+        text = record.text_encoder
+        assert_grams_match("te", golden_layers, lambda n: (text.grams[text.group_of[n]], text.rows[text.group_of[n]]),
+                           index)
+        fuser.add(index, record)
+    fuser.fused["text_encoder"] = {n: golden_layers[n]["W_fused_reference"].float()
+                                   for n in fuser.stage_layers["text_encoder"]}
+    fuser.fused["unet"] = {n: golden_layers[n]["W_fused_reference"].float() for n in fuser.stage_layers["kv"]}
+    for index in range(2):
+        fuser.collect_kv(index)
+    assert_grams_match("kv", golden_layers, lambda n: (fuser.sums["kv"].layer(n)[0], int(fuser.sums["kv"].layer(n)[3])))
+    for index in range(2):  # the reference seeds each concept's trajectory with 1000 + its index, 128 px
+        fuser.settings.spatial_seeds, fuser.settings.height, fuser.settings.width = [1000 + index], 128, 128
+        fuser.settings.num_inference_steps = 20
+        spatial = fuser.record_spatial_hybrid(index)
+        assert_grams_match("spatial", golden_layers,
+                           lambda n: (spatial.grams[spatial.group_of[n]], spatial.rows[spatial.group_of[n]]), index)

@@ -25,12 +25,12 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from ..attention import cross_attention_layers, install_layerwise_processors
+from ..attention import cross_attention_layers, install_layerwise_processors, num_cross_attention_layers
 from ..defaults import PLACEHOLDER
 from ..edlora_file import ConceptInfo, EDLoRA
 from ..models import check_compatible
 from ..pipelines import EDLoRAPipeline, make_scheduler
-from ..tokens import tokenize
+from ..tokens import encode_prompts, tokenize
 from .concepts import FusionConcept
 from .fidelity import Reference, record_trajectory, relative_error
 from .solvers import ClosedForm, FusionSolver, LayerProblem, naive_merge, objective
@@ -55,6 +55,8 @@ class FusionSettings:
     height: int | None = None
     width: int | None = None
     kv_positions: Literal["all", "prompt", "concept"] = "all"
+    text_rows: Literal["padded", "unpadded"] = "padded"  # text-encoder statistics: every position, or the reference's
+    spatial_model: Literal["own", "hybrid"] = "own"  # spatial statistics from the concept's own model, or the reference's
     base_prompts: list[str] = field(default_factory=lambda: list(BASE_PROMPTS))
     stats_dtype: torch.dtype = torch.float64
 
@@ -104,7 +106,7 @@ class Fuser(FusionWeights):
             "concept": c.name, "tokens": c.tokens, "unet_alpha": c.unet_alpha, "text_encoder_alpha": c.text_encoder_alpha,
             "text_prompts": list(s.text_prompts), "spatial_prompts": list(s.spatial_prompts),
             "spatial_seeds": list(s.spatial_seeds), "num_inference_steps": s.num_inference_steps,
-            "scheduler": s.scheduler, "height": height, "width": width,
+            "scheduler": s.scheduler, "height": height, "width": width, "text_rows": s.text_rows,
             "layers": {part: self.layers[part] for part in self.parts},
         }
 
@@ -119,8 +121,17 @@ class Fuser(FusionWeights):
         height, width = self.image_size()
         self.use_concept(index)
         try:
+            prompts = self.prompts(index, s.text_prompts)
             with GramRecorder(pipe.text_encoder, self.stage_layers["text_encoder"]) as text_stats:
-                text_states = pipe.encode_layerwise(self.prompts(index, s.text_prompts), self.device)
+                if s.text_rows == "padded":
+                    text_states = pipe.encode_layerwise(prompts, self.device)
+                else:  # the reference: each prompt's own tokens only, no padding rows
+                    for prompt in prompts:
+                        ids = pipe.tokenizer(prompt, truncation=True, max_length=pipe.tokenizer.model_max_length,
+                                             return_tensors="pt").input_ids
+                        encode_prompts(pipe.text_encoder, ids, pipe.concept_tokens, num_cross_attention_layers(pipe.unet), True)
+            if s.text_rows == "unpadded":
+                text_states = pipe.encode_layerwise(prompts, self.device)  # fidelity compares padded encodings
             prompts = [p for p in self.prompts(index, s.spatial_prompts) for _ in s.spatial_seeds]
             generators = [torch.Generator().manual_seed(seed) for _ in s.spatial_prompts for seed in s.spatial_seeds]
             with GramRecorder(pipe.unet, self.stage_layers["spatial"]) as spatial_stats:
@@ -130,6 +141,24 @@ class Fuser(FusionWeights):
             self.restore_base()
         reference = Reference(text_states.float().cpu(), latents, timesteps, noise)
         return ConceptRecord(ConceptGrams.from_recorder(text_stats), ConceptGrams.from_recorder(spatial_stats), reference)
+
+    @torch.no_grad()
+    def record_spatial_hybrid(self, index: int) -> ConceptGrams:
+        """The reference's spatial inputs: the trajectory of a hybrid model — the fused text encoder and k/v (so run
+        after those solves) with concept ``index``'s own LoRA on every other UNet layer."""
+        s, pipe = self.settings, self.pipe
+        height, width = self.image_size()
+        kv, own = set(self.stage_layers["kv"]), self.concept_weights(index, "unet")
+        self.set_weights("text_encoder", self.fused["text_encoder"])
+        self.set_weights("unet", {n: self.fused["unet"][n] if n in kv else w for n, w in own.items()})
+        try:
+            prompts = [p for p in self.prompts(index, s.spatial_prompts) for _ in s.spatial_seeds]
+            generators = [torch.Generator().manual_seed(seed) for _ in s.spatial_prompts for seed in s.spatial_seeds]
+            with GramRecorder(pipe.unet, self.stage_layers["spatial"]) as stats:
+                record_trajectory(pipe, prompts, generators, s.num_inference_steps, height, width)
+        finally:
+            self.restore_base()
+        return ConceptGrams.from_recorder(stats)
 
     def add(self, index: int, record: ConceptRecord) -> None:
         """Add a concept's own-model statistics (recorded here or read from its stats file) to the sums."""

@@ -69,9 +69,15 @@ def run_fusion(fuser: Fuser, indices: Sequence[int] | None = None, source: Recor
     sum_across_processes(fuser.sums["text_encoder"], dtype, device)
     layers = {"text_encoder": fuser.solve("text_encoder", progress)}
     text = {index: (fuser.collect_kv(index), text_fidelity(fuser, index, "naive")) for index in indices}
-    for stage in ("kv", "spatial"):
-        sum_across_processes(fuser.sums[stage], dtype, device)
-        layers[stage] = fuser.solve(stage, progress)
+    sum_across_processes(fuser.sums["kv"], dtype, device)
+    layers["kv"] = fuser.solve("kv", progress)
+    if fuser.settings.spatial_model == "hybrid":  # the reference's spatial inputs need the fused text encoder and k/v
+        fuser.sums["spatial"] = FusionSums()
+        for index in indices:
+            fuser.sums["spatial"].add(fuser.record_spatial_hybrid(index).to(device), fuser.concept_deltas(index, "unet"),
+                                      dtype)
+    sum_across_processes(fuser.sums["spatial"], dtype, device)
+    layers["spatial"] = fuser.solve("spatial", progress)
     timing["solve_s"] = time.perf_counter() - start
 
     start = time.perf_counter()

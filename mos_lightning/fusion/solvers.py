@@ -118,7 +118,7 @@ class LBFGS(FusionSolver):
     """The paper's solver: L-BFGS (strong Wolfe) from W0 on the same objective."""
 
     def __init__(self, text_encoder_iterations: int = 500, unet_iterations: int = 50, history_size: int = 10,
-                 tolerance_grad: float = 1e-12, tolerance_change: float = 1e-15):
+                 tolerance_grad: float = 1e-12, tolerance_change: float = 1e-15, kv_iterations: int | None = None):
         """
         Args:
             text_encoder_iterations: Iterations per text-encoder layer (paper: 500).
@@ -126,14 +126,17 @@ class LBFGS(FusionSolver):
             history_size: L-BFGS history (reference: 25).
             tolerance_grad: Stop when the gradient's largest entry falls below this.
             tolerance_change: Stop when the objective or step changes less than this (reference: 1e-16).
+            kv_iterations: Iterations per cross-attention k/v layer (default: ``unet_iterations``; reference: 500).
         """
-        if min(text_encoder_iterations, unet_iterations, history_size) < 1:
+        if min(text_encoder_iterations, unet_iterations, history_size, kv_iterations or 1) < 1:
             raise ValueError("iteration counts and history_size must be >= 1")
         self.text_encoder_iterations, self.unet_iterations = text_encoder_iterations, unet_iterations
         self.history_size, self.tolerance_grad, self.tolerance_change = history_size, tolerance_grad, tolerance_change
+        self.kv_iterations = kv_iterations
 
     def __call__(self, problem: LayerProblem) -> torch.Tensor:
-        iterations = self.text_encoder_iterations if problem.stage == "text_encoder" else self.unet_iterations
+        iterations = {"text_encoder": self.text_encoder_iterations,
+                      "kv": self.kv_iterations or self.unet_iterations}.get(problem.stage, self.unet_iterations)
         return lbfgs(problem.w0, problem.gram, problem.cross, problem.energy, problem.rows, iterations,
                      self.history_size, self.tolerance_grad, self.tolerance_change)
 

@@ -47,6 +47,8 @@ class FusionTask(pl.LightningModule):
         height: int | None = None,
         width: int | None = None,
         kv_positions: Literal["all", "prompt", "concept"] = "all",
+        text_rows: Literal["padded", "unpadded"] = "padded",
+        spatial_model: Literal["own", "hybrid"] = "own",
         base_prompts: list[str] | None = None,
         dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
         stats_dtype: Literal["float64", "float32"] = "float64",
@@ -74,6 +76,11 @@ class FusionTask(pl.LightningModule):
                 position, padding included — the UNet attends to all of them; on the demo this cut the fused
                 model's UNet error about 10×), ``prompt`` (up to the end token) or ``concept`` (concept tokens + end
                 token, as the reference implementation).
+            text_rows: Text-encoder statistics over every position of the padded prompts (``padded``) or only each
+                prompt's own tokens (``unpadded``, the reference).
+            spatial_model: Spatial statistics along the concept's own model's trajectory (``own``) or, as the
+                reference, a hybrid's: fused text encoder and k/v with the concept's own other layers (``hybrid``;
+                recorded after the k/v solve, so never read from statistics files).
             base_prompts: Prompts without any concept on which the report measures how far the fused (and the naive)
                 model drift from the base (text-encoder outputs; noise predictions along the base's own trajectories);
                 default four generic prompts (``mos_lightning.fusion.fuser.BASE_PROMPTS``); ``[]`` skips the check.
@@ -107,6 +114,7 @@ class FusionTask(pl.LightningModule):
             spatial_prompts=list(h.spatial_prompts or defaults.spatial_prompts),
             spatial_seeds=list(h.spatial_seeds or defaults.spatial_seeds), num_inference_steps=h.num_inference_steps,
             scheduler=h.scheduler, height=h.height, width=h.width, kv_positions=h.kv_positions,
+            text_rows=h.text_rows, spatial_model=h.spatial_model,
             base_prompts=list(defaults.base_prompts if h.base_prompts is None else h.base_prompts),
             stats_dtype=getattr(torch, h.stats_dtype),
         )
