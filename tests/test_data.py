@@ -97,3 +97,40 @@ def test_datamodule_needs_exactly_one_source(concept_dir):
         ConceptDataModule()
     with pytest.raises(ValueError, match="exactly one"):
         ConceptDataModule(concept_dir=str(concept_dir), concept_list="x.json")
+
+
+def test_reference_geometry_keeps_the_top_of_portraits_and_places_images_at_random():
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from mos_lightning.data.transforms import reference_resize_crop
+
+    portrait = np.zeros((128, 64, 3), dtype=np.uint8)
+    portrait[:16] = (255, 0, 0)  # the top (a face) is red, the rest black
+    image, mask = Image.fromarray(portrait), Image.new("L", (64, 128), 255)
+    for seed in range(5):
+        out, _, valid = reference_resize_crop(image, mask, 64, crop_prob=1.0, rng=random.Random(seed))
+        rows = np.nonzero(np.asarray(valid).max(1))[0]
+        assert np.asarray(out)[rows[0] + 1, :, 0].max() > 200  # the top of the kept region is the face
+    offsets = set()
+    for seed in range(8):
+        _, _, valid = reference_resize_crop(image, mask, 64, crop_prob=0.0, rng=random.Random(seed))
+        cols = np.nonzero(np.asarray(valid).max(0))[0]
+        assert len(cols) == 32  # the whole portrait, long edge resized to 64: 32 wide
+        offsets.add(int(cols[0]))
+    assert len(offsets) > 1  # placed at random, not centred
+
+
+def test_caption_template_presets(concept_dir):
+    from helpers import make_data
+    from mos_lightning.data.caption_templates import HUMAN
+
+    dm = make_data(concept_dir, prompt_templates="human", geometry="reference")
+    dm.setup("fit")
+    item = dm.dataset[0]
+    assert any(item["caption"] == t.format(item["caption"][len(t.split("{}")[0]):]) for t in HUMAN)
+    assert item["view"] == ""  # randomly placed: never a cached view
+    with pytest.raises(ValueError, match="not a preset"):
+        make_data(concept_dir, prompt_templates="humans").setup("fit")

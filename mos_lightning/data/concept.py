@@ -12,13 +12,16 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..defaults import PLACEHOLDER
-from .transforms import image_to_tensor, mask_to_tensor, resize_crop_letterbox, shuffle_caption
+from .caption_templates import resolve_templates
+from .transforms import (image_to_tensor, mask_to_tensor, reference_resize_crop, resize_crop_letterbox,
+                         shuffle_caption)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -136,23 +139,22 @@ class ConceptDataset(Dataset):
         flip_prob: float = 0.5,
         keep_tags: int = 1,
         shuffle_tags: bool = True,
-        prompt_templates: list[str] | None = None,
+        prompt_templates: list[str] | str | None = None,
         placeholder: str = PLACEHOLDER,
         require_placeholder: bool = True,
         mask_downsample: int = 8,
+        geometry: Literal["centred", "reference"] = "centred",
     ):
         if resolution % mask_downsample:
             raise ValueError(f"resolution {resolution} must be divisible by mask_downsample {mask_downsample}")
-        for t in prompt_templates or []:
-            if "{}" not in t:
-                raise ValueError(f"prompt template {t!r} needs a '{{}}' where the caption goes")
         self.items = [item for s in sources for item in scan_concept(s, placeholder, require_placeholder)]
         self.resolution = resolution
         self.crop_prob = crop_prob
         self.flip_prob = flip_prob
         self.keep_tags = keep_tags
         self.shuffle_tags = shuffle_tags
-        self.prompt_templates = list(prompt_templates or [])
+        self.prompt_templates = resolve_templates(prompt_templates)
+        self.geometry = geometry
         self.mask_downsample = mask_downsample
         self.rng = random  # the global generator, which Lightning seeds per rank and worker
 
@@ -174,8 +176,12 @@ class ConceptDataset(Dataset):
         item = self.items[index]
         image = _open_image(item.image, "RGB")
         mask = _open_image(item.mask, "L") if item.mask else Image.new("L", image.size, 255)
-        image, mask, valid, cropped = resize_crop_letterbox(image, mask, self.resolution, self.crop_prob, self.rng,
-                                                            report_crop=True)
+        if self.geometry == "reference":
+            image, mask, valid = reference_resize_crop(image, mask, self.resolution, self.crop_prob, self.rng)
+            cropped = True  # randomly placed: never a cacheable view
+        else:
+            image, mask, valid, cropped = resize_crop_letterbox(image, mask, self.resolution, self.crop_prob, self.rng,
+                                                                report_crop=True)
         flipped = self.rng.random() < self.flip_prob
         if flipped:
             image, mask, valid = (x.transpose(Image.FLIP_LEFT_RIGHT) for x in (image, mask, valid))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import lightning.pytorch as pl
 import torch
@@ -30,7 +31,8 @@ class ConceptDataModule(pl.LightningDataModule):
         flip_prob: float = 0.5,
         keep_tags: int = 1,
         shuffle_tags: bool = True,
-        prompt_templates: list[str] | None = None,
+        prompt_templates: list[str] | str | None = None,
+        geometry: Literal["centred", "reference"] = "centred",
         mask_downsample: int = 8,
         batch_size: int = 2,
         num_workers: int = 2,
@@ -45,11 +47,14 @@ class ConceptDataModule(pl.LightningDataModule):
             placeholder: The string in captions that stands for the concept (replaced by its tokens).
             require_placeholder: Reject captions that lack the placeholder.
             resolution: Square training resolution in pixels.
-            crop_prob: Probability of short-edge resize + random crop (else long-edge resize + letterbox).
+            crop_prob: Probability of a random crop (else the whole image, long-edge resized), see ``geometry``.
             flip_prob: Probability of a horizontal flip.
             keep_tags: Comma-separated caption tags kept in front when shuffling.
             shuffle_tags: Shuffle the caption tags after the first ``keep_tags``.
-            prompt_templates: Optional templates like ``"a photo of a {}"``; one is drawn per sample.
+            prompt_templates: Templates like ``"a photo of a {}"``, one drawn per sample; or the reference's presets
+                ``human``, ``object``, ``style`` (``mos_lightning.data.caption_templates``).
+            geometry: ``centred`` (random square crop, else centred letterbox: cacheable latents) or ``reference``
+                (its ``HumanResizeCropFinalV3``: top-anchored crops of portraits, random placement).
             mask_downsample: Pixel → latent downsampling of masks (the VAE scale factor, 8 for SD).
             batch_size: Samples per GPU/process.
             num_workers: DataLoader worker processes.
@@ -81,6 +86,7 @@ class ConceptDataModule(pl.LightningDataModule):
             keep_tags=h.keep_tags,
             shuffle_tags=h.shuffle_tags,
             prompt_templates=h.prompt_templates,
+            geometry=h.geometry,
             placeholder=h.placeholder,
             require_placeholder=h.require_placeholder,
             mask_downsample=h.mask_downsample,

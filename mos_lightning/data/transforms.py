@@ -1,9 +1,12 @@
 """Image and caption augmentation for concept tuning (PIL/numpy/torch; no torchvision).
 
-Geometry follows the reference: with probability ``crop_prob`` the image is resized so its short
-edge equals ``size`` and a random ``size``×``size`` square is cropped; otherwise it is resized so
-its long edge equals ``size`` and letterboxed (centred) into a square canvas, with a validity
-mask marking real pixels. Masks undergo the same geometry. Then a random horizontal flip.
+Two geometries, each with a validity mask marking real pixels (masks undergo the same geometry):
+
+- ``centred`` (:func:`resize_crop_letterbox`): with probability ``crop_prob`` a short-edge resize and a random
+  ``size``×``size`` crop; otherwise a long-edge resize letterboxed in the centre (deterministic: its latents cache).
+- ``reference`` (:func:`reference_resize_crop`, the reference's ``HumanResizeCropFinalV3``): short-edge resize;
+  with probability ``crop_prob`` a portrait keeps a top-anchored crop of random height (a landscape a random
+  square); then a long-edge resize placed at a random position on the canvas.
 """
 
 from __future__ import annotations
@@ -48,6 +51,29 @@ def resize_crop_letterbox(
     mask_canvas.paste(mask, offset)
     valid.paste(Image.new("L", (w, h), 255), offset)
     return (canvas, mask_canvas, valid, False) if report_crop else (canvas, mask_canvas, valid)
+
+
+def reference_resize_crop(image: Image.Image, mask: Image.Image, size: int, crop_prob: float, rng: random.Random):
+    """The reference's geometry (see the module docstring); returns (image, mask, valid), never deterministic."""
+    scale = size / min(image.size)
+    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    w, h = image.size
+    if rng.random() < crop_prob:
+        if h > w:  # portrait: keep the top (faces), a random amount of the rest
+            box = (0, 0, w, w + rng.randint(0, h - w))
+        else:
+            left, top = rng.randint(0, w - size), rng.randint(0, h - size)
+            box = (left, top, left + size, top + size)
+        image, mask = image.crop(box), mask.crop(box)
+    scale = size / max(image.size)
+    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    w, h = image.size
+    offset = (rng.randint(0, size - w), rng.randint(0, size - h))
+    canvas, mask_canvas, valid = (Image.new(m, (size, size), 0) for m in ("RGB", "L", "L"))
+    canvas.paste(image, offset)
+    mask_canvas.paste(mask, offset)
+    valid.paste(Image.new("L", (w, h), 255), offset)
+    return canvas, mask_canvas, valid
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
