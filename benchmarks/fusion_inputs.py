@@ -20,8 +20,9 @@ from mos_lightning.models import resolve_source
 from mos_lightning.pipelines import EDLoRAPipeline
 
 SOLVERS = {"closed_form": ClosedForm(), "lbfgs": LBFGS(), "naive_average": NaiveAverage(),
-           # the reference's settings: history 25, tolerances 1e-16, k/v 500 iterations (it also keeps the best iterate)
-           "lbfgs_reference": LBFGS(history_size=25, tolerance_grad=1e-16, tolerance_change=1e-16, kv_iterations=500)}
+           # the reference's settings: history 25, tolerances 1e-16, k/v 500 iterations, the best iterate kept
+           "lbfgs_reference": LBFGS(history_size=25, tolerance_grad=1e-16, tolerance_change=1e-16, kv_iterations=500,
+                                    keep_best=True)}
 # statistics inputs: ours (k/v rows at every position), or the reference's (all three of its choices)
 INPUTS = {
     "all": {"kv_positions": "all"},

@@ -88,7 +88,7 @@ def test_lbfgs_solver_reaches_the_closed_form_objective(tiny_model_dir, tmp_path
         reports[solver] = json.loads((tmp_path / solver / "fusion_report.json").read_text())
     assert reports["lbfgs"]["solver"] == {"class_path": "mos_lightning.fusion.solvers.LBFGS", "init_args": {
         "text_encoder_iterations": 100, "unet_iterations": 100, "history_size": 10, "tolerance_grad": 1e-12,
-        "tolerance_change": 1e-15, "kv_iterations": None}}
+        "tolerance_change": 1e-15, "kv_iterations": None, "keep_best": False}}
     for stage in ("text_encoder", "kv", "spatial"):
         exact_rows, iterative_rows = reports["closed_form"]["layers"][stage], reports["lbfgs"]["layers"][stage]
         for exact, iterative in zip(exact_rows, iterative_rows):

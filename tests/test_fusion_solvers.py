@@ -93,3 +93,13 @@ def test_solver_components_see_the_layer_problem():
     assert layer.objective(ClosedForm()(layer)) < layer.objective(NaiveAverage()(layer)) < layer.objective(w0)
     with pytest.raises(ValueError, match="ridge must be > 0"):
         ClosedForm(ridge=0)
+
+
+def test_lbfgs_keep_best_never_ends_above_any_point_it_evaluated():
+    w0, weights, inputs = problem()
+    gram, cross, energy, rows = sums_for(w0, weights, inputs)
+    for iterations in (1, 3, 50):
+        best = lbfgs(w0, gram, cross, energy, rows, iterations, keep_best=True)
+        last = lbfgs(w0, gram, cross, energy, rows, iterations)
+        assert objective(best, w0, gram, cross, energy) <= objective(last, w0, gram, cross, energy) + 1e-12
+        assert objective(best, w0, gram, cross, energy) <= energy  # never worse than W0, the first point

@@ -40,22 +40,30 @@ def closed_form(w0: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor, ridge
 def lbfgs(
     w0: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor, energy: torch.Tensor, rows: torch.Tensor,
     iterations: int, history_size: int = 10, tolerance_grad: float = 1e-12, tolerance_change: float = 1e-15,
+    keep_best: bool = False,
 ) -> torch.Tensor:
-    """The paper's solver: L-BFGS from W0 on the mean squared error (f / (rows · d_out)), ``iterations`` steps."""
+    """The paper's solver: L-BFGS from W0 on the mean squared error (f / (rows · d_out)), ``iterations`` steps;
+    with ``keep_best`` the lowest-loss point any evaluation saw (the reference's rule), else the last."""
     change = torch.zeros_like(w0, dtype=gram.dtype).requires_grad_(True)
     scale = 1.0 / (rows.clamp_min(1) * w0.shape[0])
     optimizer = torch.optim.LBFGS([change], lr=1.0, max_iter=iterations, history_size=history_size,
                                   tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                                   line_search_fn="strong_wolfe")
 
+    best = [float("inf"), change.detach().clone()]
+
     def closure():
         optimizer.zero_grad()
         loss = _change_objective(change, gram, cross, energy) * scale
         loss.backward()
+        if keep_best and float(loss) < best[0]:
+            best[:] = [float(loss), change.detach().clone()]
         return loss
 
     with torch.enable_grad():
         optimizer.step(closure)
+    if keep_best and float(_change_objective(change.detach(), gram, cross, energy) * scale) > best[0]:
+        return w0.to(gram.dtype) + best[1]
     return w0.to(gram.dtype) + change.detach()
 
 
@@ -118,7 +126,8 @@ class LBFGS(FusionSolver):
     """The paper's solver: L-BFGS (strong Wolfe) from W0 on the same objective."""
 
     def __init__(self, text_encoder_iterations: int = 500, unet_iterations: int = 50, history_size: int = 10,
-                 tolerance_grad: float = 1e-12, tolerance_change: float = 1e-15, kv_iterations: int | None = None):
+                 tolerance_grad: float = 1e-12, tolerance_change: float = 1e-15, kv_iterations: int | None = None,
+                 keep_best: bool = False):
         """
         Args:
             text_encoder_iterations: Iterations per text-encoder layer (paper: 500).
@@ -127,18 +136,19 @@ class LBFGS(FusionSolver):
             tolerance_grad: Stop when the gradient's largest entry falls below this.
             tolerance_change: Stop when the objective or step changes less than this (reference: 1e-16).
             kv_iterations: Iterations per cross-attention k/v layer (default: ``unet_iterations``; reference: 500).
+            keep_best: Return the lowest-loss point any evaluation saw, as the reference does (default: the last).
         """
         if min(text_encoder_iterations, unet_iterations, history_size, kv_iterations or 1) < 1:
             raise ValueError("iteration counts and history_size must be >= 1")
         self.text_encoder_iterations, self.unet_iterations = text_encoder_iterations, unet_iterations
         self.history_size, self.tolerance_grad, self.tolerance_change = history_size, tolerance_grad, tolerance_change
-        self.kv_iterations = kv_iterations
+        self.kv_iterations, self.keep_best = kv_iterations, keep_best
 
     def __call__(self, problem: LayerProblem) -> torch.Tensor:
         iterations = {"text_encoder": self.text_encoder_iterations,
                       "kv": self.kv_iterations or self.unet_iterations}.get(problem.stage, self.unet_iterations)
         return lbfgs(problem.w0, problem.gram, problem.cross, problem.energy, problem.rows, iterations,
-                     self.history_size, self.tolerance_grad, self.tolerance_change)
+                     self.history_size, self.tolerance_grad, self.tolerance_change, self.keep_best)
 
 
 class NaiveSum(FusionSolver):
