@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
+export TRANSFORMERS_VERBOSITY=error  # no optional-dependency notes (torchvision) from the tiny-model writer
 python -m mos_lightning.tiny outputs/demo/tiny-sd --clip outputs/demo/tiny-clip --adapter outputs/demo/tiny-adapter
 for concept in redball bluecube; do
   if [ -f "outputs/demo/edlora/$concept/edlora.safetensors" ]; then
