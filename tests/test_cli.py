@@ -98,3 +98,17 @@ def test_a_run_prints_no_library_noise(tiny_model_dir, tmp_path):
     output = result.stdout + result.stderr
     assert "fused 2 concept(s)" in output
     assert [n for n in NOISE if n in output] == []
+
+
+SINGLE_DEVICE = [c for c in CONFIGS if c.parent.name in ("sample", "fusion", "regional", "eval")]
+
+
+@pytest.mark.parametrize("config", SINGLE_DEVICE, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_single_device_configs_resolve_on_a_cpu_as_shipped(config, tmp_path):
+    """Sampling, fusion, regional and evaluation configs run wherever they are (accelerator: auto)."""
+    data = yaml.safe_load(config.read_text())
+    data.pop("return_predictions", None)
+    (tmp_path / config.name).write_text(yaml.safe_dump(data))
+    cli = build_cli(["--config", str(tmp_path / config.name), "--trainer.logger", "false"], run=False)
+    expected = "CUDAAccelerator" if torch.cuda.is_available() else "CPUAccelerator"
+    assert cli.trainer.accelerator.__class__.__name__ == expected
