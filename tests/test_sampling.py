@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -77,3 +78,12 @@ def test_predict_on_two_ddp_processes_equals_one_process(tiny_model_dir, edlora_
 def test_missing_edlora_file_fails_before_the_model_loads(tiny_model_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         build_cli(predict_args(tiny_model_dir, tmp_path / "nope.safetensors", tmp_path / "out"))
+
+
+def test_prompts_naming_unknown_concepts_are_refused_before_the_model_loads(tiny_model_dir, edlora_file, tmp_path):
+    """A typo in a concept name would sample without the concept, silently: refuse it, naming what is known."""
+    for prompt, bad in (("a photo of <nosuch>", "<nosuch>"), ("a <TOK> and a <TOK2>", "<TOK2>")):
+        args = predict_args(tiny_model_dir, edlora_file, tmp_path / "out", "--data.init_args.prompts", json.dumps([prompt]))
+        with pytest.raises(ValueError, match=f"'{bad}'.* are not concepts or tokens of the model"):
+            build_cli(args)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))

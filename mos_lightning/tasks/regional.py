@@ -9,9 +9,8 @@ import torch
 from PIL import Image
 
 from ..data.scenes import check_scenes
-from ..edlora_file import CONCEPTS_FILE, load_edlora
-from ..models import Geometry, resolve_source
 from ..defaults import BASE_MODEL, NEGATIVE_PROMPT
+from ..models import Geometry
 from ..pipelines import SchedulerName
 from ..pipelines.regional import AdapterCondition, RegionalPipeline, draw_regions
 from .sampling import SamplingTask
@@ -55,17 +54,6 @@ class RegionalTask(SamplingTask):
                          negative_prompt=negative_prompt, dtype=dtype)
         self.save_hyperparameters()
         self.adapter_models = torch.nn.ModuleDict()
-
-    def known_tokens(self) -> set[str]:
-        """``<concept name>`` and token names of the fused folder's table and the ED-LoRA files (cheap: no model)."""
-        sources = list(self._edloras)
-        source, local = resolve_source(self.hparams.base_model)
-        if local and (Path(source) / CONCEPTS_FILE).is_file():
-            sources.append(load_edlora(Path(source) / CONCEPTS_FILE))
-        known = set()
-        for edlora in sources:
-            known |= {f"<{name}>" for name in edlora.concepts} | set(edlora.token_names)
-        return known
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
 import torch
 
-from ..edlora_file import EDLoRA, load_edlora
+from ..data.scenes import CONCEPT_REFERENCE
+from ..defaults import BASE_MODEL, NEGATIVE_PROMPT, PLACEHOLDER
+from ..edlora_file import CONCEPTS_FILE, REFERENCE_CONCEPTS_FILE, EDLoRA, load_edlora
 from ..models import Geometry, resolve_dtype, resolve_source
-from ..defaults import BASE_MODEL, NEGATIVE_PROMPT
 from ..pipelines import EDLoRAPipeline, SchedulerName, make_scheduler
 
 
@@ -62,8 +64,14 @@ class SamplingTask(pl.LightningModule):
         for size in (self.hparams.get("height"), self.hparams.get("width")):  # a subclass may size per item
             if size is not None and size % multiple:
                 raise ValueError(f"height and width must be multiples of the VAE's scale factor {multiple}, got {size}")
-        if self._edloras or not self.hparams.edloras:
-            return
+        if self.hparams.edloras and not self._edloras:
+            self.read_edloras()
+        resolve_source(self.hparams.base_model)  # a clear error for a missing folder, before anything loads
+        prompts = getattr(getattr(self.trainer, "datamodule", None), "prompts", None)
+        if isinstance(prompts, list):
+            self.check_prompts(prompts)
+
+    def read_edloras(self) -> None:
         missing = [p for p in self.hparams.edloras if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"ED-LoRA file(s) not found: {missing}; tune them first (mos-lightning fit …)")
@@ -75,7 +83,32 @@ class SamplingTask(pl.LightningModule):
                     raise ValueError(f"token {token} is in both {seen[token]} and {path}; tune one concept with other token names")
                 seen[token] = path
             self._edloras.append(edlora)
-        resolve_source(self.hparams.base_model)  # a clear error for a missing folder, before anything loads
+
+    def known_tokens(self) -> set[str]:
+        """``<concept name>`` and token names of the model folder's table and the ED-LoRA files (cheap: no model);
+        with exactly one concept, the placeholder too."""
+        sources = list(self._edloras)
+        source, local = resolve_source(self.hparams.base_model)
+        if local and (Path(source) / CONCEPTS_FILE).is_file():
+            sources.append(load_edlora(Path(source) / CONCEPTS_FILE))
+        known, concepts = set(), 0
+        for edlora in sources:
+            known |= {f"<{name}>" for name in edlora.concepts} | set(edlora.token_names)
+            concepts += len(edlora.concepts)
+        if local and (Path(source) / REFERENCE_CONCEPTS_FILE).is_file():  # a reference fused folder
+            config = json.loads((Path(source) / REFERENCE_CONCEPTS_FILE).read_text())
+            known |= set(config) | {f"<{t.strip('<>').rstrip('0123456789')}>" for t in config}
+            concepts += 2  # its concepts are named by token stems: no placeholder shortcut
+        return known | ({PLACEHOLDER} if concepts == 1 else set())
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        """Refuse prompts naming a concept the model does not have (they would sample without it, silently)."""
+        known = self.known_tokens()
+        for prompt in prompts:
+            unknown = [t for t in CONCEPT_REFERENCE.findall(prompt) if t not in known]
+            if unknown:
+                raise ValueError(f"prompt {prompt!r}: {unknown} are not concepts or tokens of the model (known: "
+                                 f"{sorted(known) or 'none'}); check the spelling, or load the ED-LoRA that has them")
 
     def configure_model(self) -> None:
         if self.pipe is not None:
