@@ -134,3 +134,29 @@ def test_caption_template_presets(concept_dir):
     assert item["view"] == ""  # randomly placed: never a cached view
     with pytest.raises(ValueError, match="not a preset"):
         make_data(concept_dir, prompt_templates="humans").setup("fit")
+
+
+def test_16_bit_images_keep_their_values(tmp_path):
+    """An I;16 PNG converted by PIL alone turns white; it must keep its picture."""
+    import numpy as np
+
+    from mos_lightning.data.concept import _open_image
+
+    gradient = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(gradient).save(tmp_path / "deep.png")  # mode I;16
+    rgb = np.asarray(_open_image(tmp_path / "deep.png", "RGB"))
+    assert rgb.min() == 0 and rgb.max() == 255 and 120 < rgb.mean() < 135  # a gradient, not white
+
+
+def test_wide_images_and_oversized_batches_are_reported(tmp_path):
+    from helpers import make_data
+
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    Image.new("RGB", (256, 32), (200, 0, 0)).save(folder / "a.png")
+    Image.new("RGB", (64, 64), (0, 0, 200)).save(folder / "b.png")
+    data = make_data(folder, batch_size=4, require_placeholder=False)
+    with pytest.warns(UserWarning, match="a.png is 256x32: letterboxed to a square it keeps only 12%"):
+        data.setup("fit")
+    with pytest.warns(UserWarning, match="batch_size 4 is larger than the 2 images"):
+        data.train_dataloader()

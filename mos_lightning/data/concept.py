@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -52,11 +54,23 @@ def _check_dir(path: str | None, what: str) -> Path | None:
     return p
 
 
+MAX_ASPECT = 3.0  # beyond this a letterboxed image is mostly padding (a 4:1 image keeps 25 % of the canvas)
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16- and 32-bit integer images (``I;16``, ``I``) scaled to 8 bits: PIL's own conversion clips them to white."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return img
+
+
 def _open_image(path: Path, mode: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert(mode)
+            return _to_8bit(img).convert(mode)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}; remove or replace the file") from err
 
@@ -72,6 +86,10 @@ def scan_concept(source: ConceptSource, placeholder: str, require_placeholder: b
     items = []
     for path in images:
         size = _open_image(path, "RGB").size
+        if max(size) / min(size) > MAX_ASPECT:
+            warnings.warn(f"image {path.name} is {size[0]}x{size[1]}: letterboxed to a square it keeps only "
+                          f"{min(size) / max(size):.0%} of the canvas as image (the rest is padding the loss ignores); "
+                          "crop it nearer to square for more signal per step", stacklevel=2)
         caption = source.instance_prompt
         caption_file = caption_dir / f"{path.stem}.txt" if caption_dir else None
         if caption_file is not None and caption_file.is_file():

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch.utils.data import DataLoader
 
@@ -94,6 +95,10 @@ class ConceptDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
+        if len(self.dataset) < self.hparams.batch_size:
+            rank_zero_warn(f"batch_size {self.hparams.batch_size} is larger than the {len(self.dataset)} images: every "
+                           f"batch holds {len(self.dataset)} samples; lower batch_size (or accumulate_grad_batches) to "
+                           "train at the batch you mean")
         return DataLoader(
             self.dataset,
             batch_size=self.hparams.batch_size,
