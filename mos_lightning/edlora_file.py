@@ -192,6 +192,11 @@ def import_reference_pth(path: str | Path, concept_name: str | None = None) -> E
 REFERENCE_CONCEPTS_FILE = "new_concept_cfg.json"  # a reference fused folder's token map
 
 
+def reference_concept_name(token: str) -> str:
+    """The concept a reference token belongs to: its stem (``<cat1>``, ``<cat2>`` → ``cat``)."""
+    return token.strip("<>").rstrip("0123456789") or token.strip("<>")
+
+
 def import_reference_concepts(config: dict, embedding_table: torch.Tensor, source: str = "") -> EDLoRA:
     """The token table of a reference fused model folder: its ``new_concept_cfg.json`` (token → the ids of its
     per-layer tokens ``<new0>`` …) read against the folder's text-encoder embedding table. Tokens that share a
@@ -203,6 +208,5 @@ def import_reference_concepts(config: dict, embedding_table: torch.Tensor, sourc
         if not ids or max(ids) >= embedding_table.shape[0]:
             raise ValueError(f"{source}: {REFERENCE_CONCEPTS_FILE} entry {token!r} has no usable concept_token_ids")
         embeddings[token] = embedding_table[ids].detach().float().cpu().clone()
-        name = token.strip("<>").rstrip("0123456789") or token.strip("<>")
-        concepts.setdefault(name, ConceptInfo(tokens=[])).tokens.append(token)
+        concepts.setdefault(reference_concept_name(token), ConceptInfo(tokens=[])).tokens.append(token)
     return EDLoRA(concepts, embeddings, rank=0, alpha=1.0, extra={"imported_from": source})

@@ -11,7 +11,7 @@ import torch
 
 from ..data.scenes import CONCEPT_REFERENCE
 from ..defaults import BASE_MODEL, NEGATIVE_PROMPT, PLACEHOLDER
-from ..edlora_file import CONCEPTS_FILE, REFERENCE_CONCEPTS_FILE, EDLoRA, load_edlora
+from ..edlora_file import CONCEPTS_FILE, REFERENCE_CONCEPTS_FILE, EDLoRA, load_edlora, reference_concept_name
 from ..models import Geometry, resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline, SchedulerName, make_scheduler
 
@@ -97,8 +97,9 @@ class SamplingTask(pl.LightningModule):
             concepts += len(edlora.concepts)
         if local and (Path(source) / REFERENCE_CONCEPTS_FILE).is_file():  # a reference fused folder
             config = json.loads((Path(source) / REFERENCE_CONCEPTS_FILE).read_text())
-            known |= set(config) | {f"<{t.strip('<>').rstrip('0123456789')}>" for t in config}
-            concepts += 2  # its concepts are named by token stems: no placeholder shortcut
+            names = {reference_concept_name(token) for token in config}
+            known |= set(config) | {f"<{name}>" for name in names}
+            concepts += len(names)
         return known | ({PLACEHOLDER} if concepts == 1 else set())
 
     def check_prompts(self, prompts: list[str]) -> None:
