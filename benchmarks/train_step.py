@@ -76,6 +76,9 @@ class RandomBaseEDLoRA(EDLoRATask):
     def load_base(self) -> BaseModel:
         return build_components(self._size, self._device)
 
+    def check_base(self) -> None:  # no files to check against
+        pass
+
 
 def make_batch(batch_size: int, resolution: int, device: str, placeholder: str = "<TOK>") -> dict:
     g = torch.Generator().manual_seed(0)

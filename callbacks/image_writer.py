@@ -15,8 +15,9 @@ from mos_lightning.images import make_grid, save_png
 class ImageWriter(BasePredictionWriter):
     """Writes every predicted image to ``<output_dir>/<prompt index>-<prompt>/seed<seed>.png``.
 
-    The prompt, seed and model are stored in the PNG's text chunks. Existing files are left alone,
-    so a rerun after an interruption only fills the gaps (the prompt DataModule already skips them).
+    The prompt, seed and model are stored in the PNG's text chunks. Existing files are left alone (unless the
+    data module's ``skip_existing`` is off), so a rerun after an interruption only fills the gaps; the CLI refuses
+    a rerun into a folder whose images were made with other settings.
     """
 
     def __init__(self, output_dir: str | None = None, grids: bool = True, grid_columns: int | None = None):
@@ -49,8 +50,8 @@ class ImageWriter(BasePredictionWriter):
         for k, (image, prompt, seed, index) in enumerate(zip(prediction["images"], prediction["prompt"],
                                                              prediction["seed"], prediction["prompt_index"])):
             path = folder / SampleItem(prompt, index, seed).name
-            if path.exists():
-                continue
+            if path.exists() and getattr(trainer.datamodule, "skip_existing", True):
+                continue  # made by an earlier (interrupted) run with the same settings (checked at the start)
             for key, images in extras.items():
                 save_png(path.with_suffix(f".{key}.png"), images[k], {"prompt": prompt, "seed": str(seed)})
             save_png(path, image, {"prompt": prompt, "seed": str(seed), **metadata[k]})

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 class SaveConfig(SaveConfigCallback):
@@ -14,14 +17,52 @@ class SaveConfig(SaveConfigCallback):
     the settings that made them, and nothing lands in the working directory."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        if getattr(pl_module, "keeps_config", False):  # the task writes it with its results, atomically
+            pl_module.config_text = self.parser.dump(self.config, skip_none=False)
+            self.already_saved = True
+            return
         folder = None if trainer.loggers or self.already_saved else results_dir(trainer, pl_module, stage)
         if folder is None:
             return super().setup(trainer, pl_module, stage)
+        if stage == "predict":
+            check_same_settings(Path(folder), yaml.safe_load(self.parser.dump(self.config, skip_none=False)), trainer)
         if trainer.is_global_zero:
             Path(folder).mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, str(Path(folder) / self.config_filename), skip_none=False,
                              overwrite=True, multifile=self.multifile)
         self.already_saved = True
+
+
+def check_same_settings(folder: Path, config: dict, trainer) -> None:
+    """A rerun into a folder that already holds images reuses them (they are skipped as made); refuse when the
+    folder's ``config.yaml`` says they were made with other model settings, naming what differs."""
+    data = trainer.datamodule
+    previous = folder / "config.yaml"
+    if not previous.is_file() or not getattr(data, "skip_existing", False):
+        return
+    made = sum((folder / item.name).is_file() for item in getattr(data, "all_items", []))
+    old = (yaml.safe_load(previous.read_text()) or {}).get("model") or {}
+    differ = _differences(old, config.get("model") or {}, "model")
+    if made and differ:
+        raise ValueError(f"{folder} already holds {made} of these images, made with other settings ({'; '.join(differ)})"
+                         "; a rerun reuses images only when the settings match: choose another "
+                         "--data.init_args.output_dir, delete the folder, or pass --data.init_args.skip_existing false "
+                         "to make every image again")
+
+
+def _differences(old, new, where: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new)) for d in _differences(old.get(key), new.get(key), f"{where}.{key}")]
+    return [] if old == new else [f"{where}: {old!r} → {new!r}"]
+
+
+def _plain(value) -> str:
+    """Comparable text of a setting (tuples and lists alike; components by their class)."""
+    if isinstance(value, dict) and "class_path" in value:
+        return value["class_path"]
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    return str(value)
 
 
 def results_dir(trainer, pl_module, stage: str) -> str | None:
@@ -32,7 +73,30 @@ def results_dir(trainer, pl_module, stage: str) -> str | None:
 
 
 class MosLightningCLI(LightningCLI):
-    """LightningCLI that refuses a subcommand a task does not run under (a task's ``subcommands``), by name."""
+    """LightningCLI that refuses a subcommand a task does not run under (a task's ``subcommands``), by name, and
+    resumes with the command line's settings (see :meth:`_parse_ckpt_path`)."""
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning applies a checkpoint's hyper-parameters over the command line, silently: a resume with
+        another ``output_dir`` wrote into the old one, replacing a finished ED-LoRA. Here the command line wins
+        (a config without a model still takes the checkpoint's); what differs is printed, and a setting that
+        changes the trained tensors (e.g. ``lora_rank``) fails by name when the checkpoint loads."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        model = self.config[subcommand].get("model") if ckpt_path else None
+        if not ckpt_path or not Path(ckpt_path).is_file() or model is None:
+            return super()._parse_ckpt_path()
+        saved = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}))
+        class_path = saved.pop("_class_path", None)
+        if class_path and class_path != model.class_path:
+            raise ValueError(f"{ckpt_path} was written by {class_path}, not {model.class_path}: resume it with the "
+                             "config that made it")
+        given = model.init_args.as_dict() if model.get("init_args") is not None else {}
+        changed = [f"{key}: {_plain(saved[key])} → {_plain(given[key])}" for key in sorted(saved)
+                   if key in given and not key.startswith("_") and _plain(saved[key]) != _plain(given[key])]
+        if changed:
+            rank_zero_warn(f"resuming {ckpt_path} with the command line's settings, which differ from the "
+                           f"checkpoint's: {'; '.join(changed)}")
 
     def _check_subcommand(self, subcommand: str) -> None:
         allowed = getattr(self.model, "subcommands", None)

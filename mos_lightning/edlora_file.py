@@ -44,6 +44,7 @@ class EDLoRA:
     alpha: float = 1.0
     base_model: str = ""
     extra: dict = field(default_factory=dict)
+    base_fingerprint: str = ""  # content hash of the base's weights (mos_lightning.base_checks.base_fingerprint)
 
     def __post_init__(self) -> None:
         if self.num_layers is None:
@@ -74,6 +75,7 @@ class EDLoRA:
             "rank": self.rank,
             "alpha": self.alpha,
             "base_model": self.base_model,
+            "base_fingerprint": self.base_fingerprint,
             "extra": self.extra,
         }
 
@@ -130,7 +132,8 @@ def load_edlora(path: str | Path) -> EDLoRA:
             raise ValueError(f"{path}: tensor {key!r} has an unknown prefix (expected {sorted(groups)})")
         groups[prefix][rest] = value
     edlora = EDLoRA(concepts, groups["embedding"], groups["unet"], groups["text_encoder"], **fields,
-                    base_model=meta.get("base_model", ""), extra=meta.get("extra", {}))
+                    base_model=meta.get("base_model", ""), extra=meta.get("extra", {}),
+                    base_fingerprint=meta.get("base_fingerprint", ""))
     try:
         edlora.validate()
     except ValueError as error:

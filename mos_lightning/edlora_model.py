@@ -243,7 +243,7 @@ class EDLoRAModel(nn.Module):
                 layer.lora_B[ADAPTER].weight.copy_(b)
 
     def export(self, concept_name: str, class_word: str | None = None, base_model: str = "",
-               extra: dict | None = None) -> EDLoRA:
+               extra: dict | None = None, base_fingerprint: str = "") -> EDLoRA:
         """The tuned concept as an in-memory :class:`EDLoRA`."""
         lora = self.lora_rank > 0
         weight = self.concept_tokens.weight.detach().float().cpu()
@@ -257,4 +257,5 @@ class EDLoRAModel(nn.Module):
             alpha=self.lora_alpha,
             base_model=base_model,
             extra=extra or {},
+            base_fingerprint=base_fingerprint,
         )

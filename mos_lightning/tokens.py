@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-_RAND_INIT = re.compile(r"^<rand-(?P<std>[0-9.eE+-]+)>$")
+RAND_INIT = re.compile(r"^<rand-(?P<std>[0-9.eE+-]+)>$")
 
 
 class LayerwiseTokens(nn.Module):
@@ -105,7 +105,7 @@ def create_layerwise_tokens(tokenizer, text_encoder, names: Sequence[str], weigh
 def initial_embedding(initializer: str, tokenizer, text_encoder, generator: torch.Generator | None = None):
     """One token's initial embedding: ``<rand-σ>`` (Gaussian, std σ) or a copy of a single-token word."""
     table = text_encoder.get_input_embeddings().weight
-    rand = _RAND_INIT.match(initializer)
+    rand = RAND_INIT.match(initializer)
     if rand:
         std = float(rand.group("std"))
         # device named: Lightning runs configure_model under a torch.device("cuda") default, and a CPU

@@ -35,7 +35,9 @@ def make_task(tiny_model_dir, out_dir, mask_loss=False, attn_reg_weight=0.0, **o
 
 
 def make_data(concept_dir, **overrides) -> ConceptDataModule:
-    kwargs = dict(concept_dir=str(concept_dir), resolution=64, batch_size=2, num_workers=0)
+    # centred geometry and plain captions: the tests see deterministic views (cached latents) and their own captions
+    kwargs = dict(concept_dir=str(concept_dir), resolution=64, batch_size=2, num_workers=0, geometry="centred",
+                  prompt_templates=None)
     kwargs.update(overrides)
     return ConceptDataModule(**kwargs)
 

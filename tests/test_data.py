@@ -123,6 +123,37 @@ def test_reference_geometry_keeps_the_top_of_portraits_and_places_images_at_rand
     assert len(offsets) > 1  # placed at random, not centred
 
 
+def test_reference_object_geometry_shrinks_by_half_to_one_and_places_at_random():
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from mos_lightning.data.transforms import reference_object_fill
+
+    image, mask = Image.new("RGB", (64, 64), (255, 0, 0)), Image.new("L", (64, 64), 255)
+    sides, offsets = set(), set()
+    for seed in range(20):
+        out, out_mask, valid = reference_object_fill(image, mask, 64, crop_prob=0.0, rng=random.Random(seed))
+        valid = np.asarray(valid) > 0
+        rows, cols = np.nonzero(valid.max(1))[0], np.nonzero(valid.max(0))[0]
+        assert 32 <= len(cols) <= 64 and len(rows) == len(cols)  # a square shrunk by a factor in [0.5, 1]
+        assert np.array_equal(np.asarray(out_mask) > 0, valid)  # the mask follows the image
+        sides.add(len(cols))
+        offsets.add((int(rows[0]), int(cols[0])))
+    assert len(sides) > 3 and len(offsets) > 3
+
+
+def test_module_defaults_are_the_reference_recipe(concept_dir):
+    """The reference: no flip, its EnhanceText default (object templates), its portrait geometry."""
+    from mos_lightning.data.caption_templates import OBJECT
+
+    dm = ConceptDataModule(concept_dir=str(concept_dir), resolution=64, num_workers=0)
+    assert (dm.hparams.flip_prob, dm.hparams.prompt_templates, dm.hparams.geometry) == (0.0, "object", "reference")
+    dm.setup("fit")
+    assert dm.dataset.prompt_templates == OBJECT and dm.dataset.flip_prob == 0.0
+
+
 def test_caption_template_presets(concept_dir):
     from helpers import make_data
     from mos_lightning.data.caption_templates import HUMAN
@@ -140,11 +171,11 @@ def test_16_bit_images_keep_their_values(tmp_path):
     """An I;16 PNG converted by PIL alone turns white; it must keep its picture."""
     import numpy as np
 
-    from mos_lightning.data.concept import _open_image
+    from mos_lightning.data.concept import open_image
 
     gradient = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     Image.fromarray(gradient).save(tmp_path / "deep.png")  # mode I;16
-    rgb = np.asarray(_open_image(tmp_path / "deep.png", "RGB"))
+    rgb = np.asarray(open_image(tmp_path / "deep.png", "RGB"))
     assert rgb.min() == 0 and rgb.max() == 255 and 120 < rgb.mean() < 135  # a gradient, not white
 
 

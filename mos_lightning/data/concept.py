@@ -22,10 +22,12 @@ from torch.utils.data import Dataset
 
 from ..defaults import PLACEHOLDER
 from .caption_templates import resolve_templates
-from .transforms import (image_to_tensor, mask_to_tensor, reference_resize_crop, resize_crop_letterbox,
-                         shuffle_caption)
+from .transforms import (image_to_tensor, mask_to_tensor, reference_object_fill, reference_resize_crop,
+                         resize_crop_letterbox, shuffle_caption)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+# How a training view is cut from an image (mos_lightning.data.transforms); the reference's is the default.
+Geometry = Literal["reference", "reference_object", "centred"]
 
 
 @dataclass
@@ -66,7 +68,8 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def _open_image(path: Path, mode: str) -> Image.Image:
+def open_image(path: Path, mode: str) -> Image.Image:
+    """Read a whole image (any bit depth) as ``mode``; a damaged or unknown file gets an error naming it."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -85,7 +88,7 @@ def scan_concept(source: ConceptSource, placeholder: str, require_placeholder: b
         raise FileNotFoundError(f"image folder {image_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     items = []
     for path in images:
-        size = _open_image(path, "RGB").size
+        size = open_image(path, "RGB").size
         if max(size) / min(size) > MAX_ASPECT:
             warnings.warn(f"image {path.name} is {size[0]}x{size[1]}: letterboxed to a square it keeps only "
                           f"{min(size) / max(size):.0%} of the canvas as image (the rest is padding the loss ignores); "
@@ -105,7 +108,7 @@ def scan_concept(source: ConceptSource, placeholder: str, require_placeholder: b
             mask = mask_dir / f"{path.stem}.png"
             if not mask.is_file():
                 raise FileNotFoundError(f"mask {mask} for image {path.name} is missing")
-            mask_size = _open_image(mask, "L").size
+            mask_size = open_image(mask, "L").size
             if mask_size != size:
                 raise ValueError(f"mask {mask} is {mask_size[0]}x{mask_size[1]} but image {path.name} is {size[0]}x{size[1]}")
         items.append(ConceptItem(path, caption, mask))
@@ -117,9 +120,14 @@ def read_concept_list(path: str | Path) -> list[ConceptSource]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"concept list {path} does not exist")
-    entries = json.loads(path.read_text())
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"concept list {path} is not a readable JSON file: {error}") from error
     if isinstance(entries, dict):
         entries = [entries]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"concept list {path} must be a JSON list of objects, each with an 'instance_data_dir'")
     if not entries:
         raise ValueError(f"concept list {path} is empty")
 
@@ -154,18 +162,19 @@ class ConceptDataset(Dataset):
         sources: list[ConceptSource],
         resolution: int = 512,
         crop_prob: float = 0.5,
-        flip_prob: float = 0.5,
+        flip_prob: float = 0.0,
         keep_tags: int = 1,
         shuffle_tags: bool = True,
-        prompt_templates: list[str] | str | None = None,
+        prompt_templates: list[str] | str | None = "object",
         placeholder: str = PLACEHOLDER,
         require_placeholder: bool = True,
         mask_downsample: int = 8,
-        geometry: Literal["centred", "reference"] = "centred",
+        geometry: Geometry = "reference",
     ):
         if resolution % mask_downsample:
             raise ValueError(f"resolution {resolution} must be divisible by mask_downsample {mask_downsample}")
         self.items = [item for s in sources for item in scan_concept(s, placeholder, require_placeholder)]
+        self.placeholder = placeholder  # what the task replaces with the concept's tokens
         self.resolution = resolution
         self.crop_prob = crop_prob
         self.flip_prob = flip_prob
@@ -192,11 +201,14 @@ class ConceptDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
-        image = _open_image(item.image, "RGB")
-        mask = _open_image(item.mask, "L") if item.mask else Image.new("L", image.size, 255)
+        image = open_image(item.image, "RGB")
+        mask = open_image(item.mask, "L") if item.mask else Image.new("L", image.size, 255)
         if self.geometry == "reference":
             image, mask, valid = reference_resize_crop(image, mask, self.resolution, self.crop_prob, self.rng)
             cropped = True  # randomly placed: never a cacheable view
+        elif self.geometry == "reference_object":
+            image, mask, valid = reference_object_fill(image, mask, self.resolution, self.crop_prob, self.rng)
+            cropped = True
         else:
             image, mask, valid, cropped = resize_crop_letterbox(image, mask, self.resolution, self.crop_prob, self.rng,
                                                                 report_crop=True)

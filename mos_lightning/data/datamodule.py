@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
@@ -11,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..defaults import PLACEHOLDER
-from .concept import ConceptDataset, ConceptSource, read_concept_list
+from .concept import ConceptDataset, ConceptSource, Geometry, read_concept_list
 
 
 class ConceptDataModule(pl.LightningDataModule):
@@ -29,11 +28,11 @@ class ConceptDataModule(pl.LightningDataModule):
         require_placeholder: bool = True,
         resolution: int = 512,
         crop_prob: float = 0.5,
-        flip_prob: float = 0.5,
+        flip_prob: float = 0.0,
         keep_tags: int = 1,
         shuffle_tags: bool = True,
-        prompt_templates: list[str] | str | None = None,
-        geometry: Literal["centred", "reference"] = "centred",
+        prompt_templates: list[str] | str | None = "object",
+        geometry: Geometry = "reference",
         mask_downsample: int = 8,
         batch_size: int = 2,
         num_workers: int = 2,
@@ -49,13 +48,15 @@ class ConceptDataModule(pl.LightningDataModule):
             require_placeholder: Reject captions that lack the placeholder.
             resolution: Square training resolution in pixels.
             crop_prob: Probability of a random crop (else the whole image, long-edge resized), see ``geometry``.
-            flip_prob: Probability of a horizontal flip.
+            flip_prob: Probability of a horizontal flip (the reference never flips: 0).
             keep_tags: Comma-separated caption tags kept in front when shuffling.
             shuffle_tags: Shuffle the caption tags after the first ``keep_tags``.
             prompt_templates: Templates like ``"a photo of a {}"``, one drawn per sample; or the reference's presets
-                ``human``, ``object``, ``style`` (``mos_lightning.data.caption_templates``).
-            geometry: ``centred`` (random square crop, else centred letterbox: cacheable latents) or ``reference``
-                (its ``HumanResizeCropFinalV3``: top-anchored crops of portraits, random placement).
+                ``human``, ``object`` (default: its ``EnhanceText`` default), ``style``
+                (``mos_lightning.data.caption_templates``); ``null`` uses the captions as they are.
+            geometry: ``reference`` (default; its ``HumanResizeCropFinalV3``: top-anchored crops of portraits, random
+                placement), ``reference_object`` (its object recipe: random 0.5–1 shrink, random placement) or
+                ``centred`` (ours: random square crop, else a centred letterbox whose latents are cached — faster).
             mask_downsample: Pixel → latent downsampling of masks (the VAE scale factor, 8 for SD).
             batch_size: Samples per GPU/process.
             num_workers: DataLoader worker processes.

@@ -10,7 +10,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from ..defaults import PLACEHOLDER
-from .concept import IMAGE_SUFFIXES
+from .concept import IMAGE_SUFFIXES, open_image
 from .eval_prompts import GROUPS, PAPER_PROMPTS
 from .prompts import read_prompts, slug
 from .sharding import ShardedItems
@@ -95,6 +95,15 @@ def reference_images(spec: EvalConceptSpec) -> list[Path]:
     return images
 
 
+def check_reference_images(spec: EvalConceptSpec) -> None:
+    """Open every reference image now (a few per concept), so a damaged one fails before any model loads."""
+    for path in reference_images(spec):
+        try:
+            open_image(path, "RGB")
+        except ValueError as error:
+            raise ValueError(f"concept {spec.name}: {error}") from None
+
+
 class EvalDataModule(pl.LightningDataModule):
     """Every concept's evaluation prompts × seeds (paper: 20 prompts × seeds 1..50 = 1000 images per concept).
 
@@ -131,7 +140,7 @@ class EvalDataModule(pl.LightningDataModule):
     def build_items(self) -> list[EvalItem]:
         items = []
         for spec in self.specs:
-            reference_images(spec)  # fail early on a missing reference folder
+            check_reference_images(spec)  # fail early on a missing folder or a damaged image
             counts: dict[str, int] = {}
             index = 0
             for group, prompt in concept_prompts(spec):

@@ -16,6 +16,8 @@ from lightning.pytorch.utilities import rank_zero_info
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
+from ..atomic import check_writable
+
 
 def read_prompts(path: str | Path) -> list[str]:
     """Prompts from a ``.txt`` file (one per line; blank lines and ``#`` comments skipped) or a YAML
@@ -94,6 +96,7 @@ class ImageItemsDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
+        check_writable(self.output_dir, "--data.init_args.output_dir")
         items = self.all_items
         if self.skip_existing:
             items = [item for item in items if not (self.output_dir / item.name).is_file()]

@@ -91,7 +91,10 @@ def read_scenes(path: str | Path) -> list[Scene]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"scene file {path} does not exist")
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"scene file {path} is not valid YAML: {error}") from None
     raw = data.get("scenes") if isinstance(data, dict) else data
     if not isinstance(raw, list):
         raise ValueError(f"{path}: expected `scenes:` with a list of scenes")

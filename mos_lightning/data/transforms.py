@@ -1,12 +1,15 @@
 """Image and caption augmentation for concept tuning (PIL/numpy/torch; no torchvision).
 
-Two geometries, each with a validity mask marking real pixels (masks undergo the same geometry):
+Three geometries, each with a validity mask marking real pixels (masks undergo the same geometry):
 
 - ``centred`` (:func:`resize_crop_letterbox`): with probability ``crop_prob`` a short-edge resize and a random
   ``size``×``size`` crop; otherwise a long-edge resize letterboxed in the centre (deterministic: its latents cache).
 - ``reference`` (:func:`reference_resize_crop`, the reference's ``HumanResizeCropFinalV3``): short-edge resize;
   with probability ``crop_prob`` a portrait keeps a top-anchored crop of random height (a landscape a random
   square); then a long-edge resize placed at a random position on the canvas.
+- ``reference_object`` (:func:`reference_object_fill`, the research branch's ``ObjectResizeCrop`` /
+  ``ResizeFillMaskNew``): short-edge resize; with probability ``crop_prob`` a random square, else a long-edge
+  resize; then shrunk by a random factor in ``scale_range`` (0.5–1 in its object configs) and placed at random.
 """
 
 from __future__ import annotations
@@ -67,6 +70,31 @@ def reference_resize_crop(image: Image.Image, mask: Image.Image, size: int, crop
         image, mask = image.crop(box), mask.crop(box)
     scale = size / max(image.size)
     image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    return _place_at_random(image, mask, size, rng)
+
+
+def reference_object_fill(
+    image: Image.Image,
+    mask: Image.Image,
+    size: int,
+    crop_prob: float,
+    rng: random.Random,
+    scale_range: tuple[float, float] = (0.5, 1.0),
+):
+    """The research branch's object geometry (see the module docstring); returns (image, mask, valid)."""
+    scale = size / min(image.size)
+    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    if rng.random() < crop_prob:
+        w, h = image.size
+        left, top = rng.randint(0, w - size), rng.randint(0, h - size)
+        box = (left, top, left + size, top + size)
+        image, mask = image.crop(box), mask.crop(box)
+    scale = size / max(image.size) * rng.uniform(*scale_range)  # long-edge fit, then the random shrink
+    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    return _place_at_random(image, mask, size, rng)
+
+
+def _place_at_random(image: Image.Image, mask: Image.Image, size: int, rng: random.Random):
     w, h = image.size
     offset = (rng.randint(0, size - w), rng.randint(0, size - h))
     canvas, mask_canvas, valid = (Image.new(m, (size, size), 0) for m in ("RGB", "L", "L"))

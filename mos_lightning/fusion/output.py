@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+from typing import Callable
 
+from ..atomic import atomic_dir, atomic_path
 from ..edlora_file import CONCEPTS_FILE, save_edlora
-from ..atomic import atomic_dir, write_json
 from .fuser import Fuser
 from .run import FusionResult
 
@@ -32,9 +35,11 @@ def fusion_report(fuser: Fuser, result: FusionResult, solver: dict, settings: di
     }
 
 
-def save_fused_model(fuser: Fuser, folder: str | Path, base_model: str = "") -> Path:
+def save_fused_model(fuser: Fuser, folder: str | Path, base_model: str = "",
+                     describe: Callable[[], dict[str, str]] | None = None) -> Path:
     """Write the fused weights as a diffusers folder plus ``concepts.safetensors``, atomically; the pipeline's
-    weights and vocabulary are restored afterwards."""
+    weights and vocabulary are restored afterwards. ``describe()`` (called after the weights are written) gives
+    further files (name → text, e.g. the report and config) that go into the folder in the same swap."""
     from diffusers import StableDiffusionPipeline
 
     fuser.set_weights("text_encoder", fuser.fused["text_encoder"])
@@ -50,12 +55,34 @@ def save_fused_model(fuser: Fuser, folder: str | Path, base_model: str = "") -> 
             )
             plain.save_pretrained(tmp)
             save_edlora(tmp / CONCEPTS_FILE, table)
+            for name, text in (describe() if describe else {}).items():
+                (tmp / name).write_text(text)
     finally:
         fuser.restore_base()
     return Path(folder)
 
 
-def write_report(folder: str | Path, report: dict) -> Path:
-    path = Path(folder) / "fusion_report.json"
-    write_json(path, report)
-    return path
+def write_results(fuser: Fuser, output_dir: str | Path, base_model: str, report: dict, config_text: str | None,
+                  started: float) -> None:
+    """``<output_dir>/model/`` with the report and config inside it (one atomic swap: weights, report and config
+    change together), then copies of both beside it; the old copies go first, so a kill in between leaves no
+    report that describes another model."""
+    out = Path(output_dir)
+    names = ["fusion_report.json"] + (["config.yaml"] if config_text is not None else [])
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+    files: dict[str, str] = {}
+
+    def describe() -> dict[str, str]:
+        report["timing"]["write_s"] = time.perf_counter() - begin
+        report["timing"]["total_s"] = time.perf_counter() - started
+        files["fusion_report.json"] = json.dumps(report, indent=2) + "\n"
+        if config_text is not None:
+            files["config.yaml"] = config_text
+        return files
+
+    begin = time.perf_counter()
+    save_fused_model(fuser, out / "model", base_model, describe)
+    for name, text in files.items():
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,10 +57,18 @@ def save_record(path: str | Path, record: ConceptRecord, key: dict) -> Path:
 
 
 def load_record(path: str | Path, key: dict) -> tuple[ConceptRecord | None, str]:
-    """``(record, "")`` if ``path`` holds statistics made with ``key``; else ``(None, why not)``."""
+    """``(record, "")`` if ``path`` holds statistics made with ``key``; else ``(None, why not)`` — also for a file
+    that cannot be read (truncated, not safetensors, damaged metadata): statistics are a cache, never a reason to fail."""
     path = Path(path)
     if not path.is_file():
         return None, "no statistics file"
+    try:
+        return _read_record(path, key)
+    except Exception as error:  # noqa: BLE001 — any damage means "record afresh", named in the warning
+        return None, f"{path} is unreadable ({type(error).__name__}: {error})"
+
+
+def _read_record(path: Path, key: dict) -> tuple[ConceptRecord | None, str]:
     with safe_open(str(path), framework="pt") as f:
         meta_text = (f.metadata() or {}).get(METADATA_KEY)
         if meta_text is None:
@@ -89,6 +98,9 @@ def saved_or_recorded(fuser: Fuser, use_saved: bool = True, save: bool = False):
         record, why = load_record(path, key) if use_saved else (None, "use_saved_stats is off")
         if record is not None:
             return record, f"read from {path}"
+        if "unreadable" in why:
+            warnings.warn(f"ignoring fusion statistics {why}; recording them afresh from the concept's model"
+                          + (" (and rewriting the file)" if save else ""), stacklevel=2)
         record = fuser.record(index)
         if save:
             save_record(path, record, key)

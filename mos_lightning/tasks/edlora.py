@@ -6,18 +6,22 @@ from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from ..atomic import check_writable
+from ..base_checks import base_fingerprint, check_new_tokens
 from ..components import describe, describe_callable
 from ..defaults import BASE_MODEL, PLACEHOLDER
 from ..distributed import check_ddp_settings, offset_seeds_by_rank
-from ..edlora_file import EDLoRA, ConceptInfo, save_edlora
+from ..edlora_file import ConceptInfo, EDLoRA, save_edlora
 from ..edlora_model import EDLoRAModel
 from ..host_values import LaggedHostScalar
 from ..losses import DiffusionLoss, LossTerm, term_names
 from ..models import BaseModel, load_base_model
+from .edlora_checks import check_arguments, check_masks
 from .trainable_state import TrainableStateCheckpoints
+
 
 class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
     """Tunes one concept: layer-wise token embeddings plus rank-r LoRA on UNet and text-encoder attention.
@@ -107,21 +111,11 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
                 so the center node fuses without running this concept's model again.
         """
         super().__init__()
-        if not tokens or len(tokens) != len(initializers):
-            raise ValueError(f"need one initializer per token, got tokens={list(tokens)} initializers={list(initializers)}")
-        if lora_rank < 0:
-            raise ValueError("lora_rank must be >= 0")
-        rates = {"embedding_lr": embedding_lr, "text_encoder_lr": text_encoder_lr, "unet_lr": unet_lr}
-        if any(rate < 0 for rate in rates.values()):
-            raise ValueError(f"learning rates must be >= 0 (a negative rate climbs the loss), got {rates}")
         self.losses = list(losses) if losses is not None else [DiffusionLoss()]
-        if not self.losses:
-            raise ValueError("losses is empty: give at least one loss term, e.g. mos_lightning.losses.DiffusionLoss")
+        check_arguments(tokens, initializers, lora_rank, self.losses, gradient_checkpointing,
+                        {"embedding_lr": embedding_lr, "text_encoder_lr": text_encoder_lr, "unet_lr": unet_lr})
         self.loss_names = term_names(self.losses)
         self.record_attention = any(term.needs_attention_maps for term in self.losses)
-        if gradient_checkpointing and self.record_attention:
-            raise ValueError("gradient_checkpointing cannot be combined with a loss term that reads attention maps "
-                             "(AttentionRegularisation: recomputation does not record them); drop one of them")
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         # Components are objects: the checkpoint keeps their description, not the objects (no pickle in files).
         self.save_hyperparameters(ignore=["losses", "optimizer", "lr_scheduler"])
@@ -132,6 +126,7 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         # the string in captions that stands for the concept: the data module's (one source of truth), set in setup
         self.placeholder = PLACEHOLDER
         self.model: EDLoRAModel | None = None
+        self.base_fingerprint = ""  # set by check_base
 
     # ----------------------------------------------------------------- model
     @property
@@ -142,6 +137,11 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
     def load_base(self) -> BaseModel:
         """The frozen base model; override to build components another way (benchmarks build random ones)."""
         return load_base_model(self.hparams.base_model)
+
+    def check_base(self) -> None:
+        """Checks against the base before it loads (tokens, initializers; its fingerprint); override with load_base."""
+        check_new_tokens(self.hparams.base_model, list(self.hparams.tokens), list(self.hparams.initializers))
+        self.base_fingerprint = base_fingerprint(self.hparams.base_model)
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -158,16 +158,13 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
-        needing = [type(term).__name__ for term in self.losses if term.needs_masks]
-        if needing and dataset is not None and not dataset.has_masks:
-            raise ValueError(
-                f"loss terms {needing} need a mask for every image: give the data module a mask_dir "
-                "(or a masks/ folder beside the images), or drop them"
-            )
-        self.placeholder = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("placeholder",
-                                                                                                 PLACEHOLDER)
+        check_masks(self.losses, dataset)
+        self.placeholder = getattr(dataset, "placeholder", PLACEHOLDER)
         if stage == "fit" and self.trainer.max_steps == 0:
             raise ValueError("trainer.max_steps is 0: nothing would be tuned and no ED-LoRA written; give a step count")
+        if self.model is None:
+            check_writable(self.hparams.output_dir, "--model.init_args.output_dir")
+            self.check_base()
         check_ddp_settings(self.trainer)
 
     def on_fit_start(self) -> None:
@@ -256,7 +253,8 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         """The tuned concept as an in-memory :class:`EDLoRA`."""
         h = self.hparams
         return self.model.export(h.concept_name, self.concept_class_word, h.base_model,
-                                 extra={"layerwise": h.layerwise, "global_step": int(self.global_step)})
+                                 extra={"layerwise": h.layerwise, "global_step": int(self.global_step)},
+                                 base_fingerprint=self.base_fingerprint)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         every = self.hparams.export_every_n_steps

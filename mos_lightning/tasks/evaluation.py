@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import check_writable
+from ..base_checks import check_edlora_fits
+from ..data.concept import open_image
 from ..data.evaluation import EvalItem, reference_images
 from ..defaults import NEGATIVE_PROMPT, PLACEHOLDER
 from ..distributed import all_gather_objects
@@ -30,6 +33,8 @@ from ..images import save_png
 from ..metrics import ALL_GROUPS, TEXT_PREFIX, AlignmentTable, CLIPFeatures, EvalResults
 from ..models import resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline, SchedulerName, make_scheduler
+from .termination import step_check
+
 
 @dataclass
 class EvalMethod:
@@ -102,6 +107,7 @@ class EvalTask(pl.LightningModule):
         self.results: EvalResults | None = None
 
     def setup(self, stage: str) -> None:
+        check_writable(self.hparams.output_dir, "--model.init_args.output_dir")
         concepts = {item.concept for item in getattr(self.trainer.datamodule, "items", [])}
         for m in self.methods:
             resolve_source(m.base_model)
@@ -111,6 +117,7 @@ class EvalTask(pl.LightningModule):
             for concept, path in (m.edloras or {}).items():
                 if not Path(path).is_file():
                     raise FileNotFoundError(f"method {m.name}: ED-LoRA file {path} for {concept} does not exist")
+                check_edlora_fits(load_edlora(path), m.base_model, f"method {m.name}: {path}")
 
     def configure_model(self) -> None:
         if self.pipes:
@@ -131,12 +138,10 @@ class EvalTask(pl.LightningModule):
 
     def on_test_start(self) -> None:
         data, size = self.trainer.datamodule, self.hparams.clip_batch_size
-        from PIL import Image as PILImage
-
         self.references = {}
         for spec in data.specs:
             paths = reference_images(spec)
-            features = [self.clip.images([PILImage.open(p) for p in paths[i : i + size]])
+            features = [self.clip.images([open_image(p, "RGB") for p in paths[i : i + size]])
                         for i in range(0, len(paths), size)]
             self.references[spec.name] = torch.cat(features)
         self.concepts = [s.name for s in data.specs]
@@ -170,6 +175,7 @@ class EvalTask(pl.LightningModule):
         images = self.pipes[method.name].sample(
             [self.prompt_for(method, i) for i in items], [i["seed"] for i in items], h.negative_prompt,
             num_inference_steps=h.num_inference_steps, guidance_scale=h.guidance_scale, height=h.height, width=h.width,
+            callback_on_step_end=step_check(self._trainer),
         )
         return list(images)
 

@@ -15,10 +15,12 @@ from typing import Literal
 import lightning.pytorch as pl
 import torch
 
+from ..atomic import check_writable
+from ..base_checks import BaseShape, base_fingerprint, check_edlora_fits
 from ..components import describe
 from ..defaults import BASE_MODEL, PLACEHOLDER
 from ..fusion import Fuser, FusionSettings, run_fusion
-from ..fusion.output import fusion_report, save_fused_model, write_report
+from ..fusion.output import fusion_report, write_results
 from ..fusion.solvers import ClosedForm, FusionSolver
 from ..fusion.stats_file import saved_or_recorded
 from ..models import model_identity, resolve_dtype, resolve_source
@@ -101,6 +103,9 @@ class FusionTask(pl.LightningModule):
         self.pipe: EDLoRAPipeline | None = None
         self.fuser: Fuser | None = None
         self.report: dict = {}
+        self.config_text: str | None = None  # the run's config (the CLI hands it over): saved with the model
+
+    keeps_config = True  # SaveConfig hands the config over instead of writing it before the fusion has run
 
     subcommands = ("predict",)  # the CLI refuses others with a clear message
 
@@ -127,6 +132,10 @@ class FusionTask(pl.LightningModule):
             if PLACEHOLDER not in prompt:
                 raise ValueError(f"fusion prompt {prompt!r} lacks {PLACEHOLDER}; the statistics must see the concept's tokens")
         resolve_source(self.hparams.base_model)  # clear error for a missing folder before anything loads
+        check_writable(self.hparams.output_dir, "--model.init_args.output_dir")
+        shape, fingerprint = BaseShape.of(self.hparams.base_model), base_fingerprint(self.hparams.base_model)
+        for concept in concepts:
+            check_edlora_fits(concept.edlora, self.hparams.base_model, concept.source or concept.name, shape, fingerprint)
 
     def configure_model(self) -> None:
         if self.pipe is not None:
@@ -165,11 +174,7 @@ class FusionTask(pl.LightningModule):
     # ------------------------------------------------------------- output
     def write_outputs(self, start: float) -> None:
         fuser, out = self.fuser, Path(self.hparams.output_dir)
-        begin = time.perf_counter()
-        save_fused_model(fuser, out / "model", self.hparams.base_model)
-        self.report["timing"]["write_s"] = time.perf_counter() - begin
-        self.report["timing"]["total_s"] = time.perf_counter() - start
-        write_report(out, self.report)
+        write_results(fuser, out, self.hparams.base_model, self.report, self.config_text, start)
         lines = [f"fused {len(fuser.concepts)} concept(s) with {type(self.solver).__name__} → {out / 'model'}",
                  "relative error vs each concept's own model (fused | naive merge):"]
         for name, f in self.report["fidelity"].items():

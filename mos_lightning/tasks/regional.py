@@ -14,6 +14,7 @@ from ..models import Geometry
 from ..pipelines import SchedulerName
 from ..pipelines.regional import AdapterCondition, RegionalPipeline, draw_regions
 from .sampling import SamplingTask
+from .termination import stop_if_terminated
 
 
 class RegionalTask(SamplingTask):
@@ -89,6 +90,7 @@ class RegionalTask(SamplingTask):
         scenes = self.trainer.datamodule.scenes
         images, debug, metadata = [], [], []
         for index, seed in zip(batch["prompt_index"], batch["seed"]):
+            stop_if_terminated(self._trainer)  # between images (Lightning checks only after the batch)
             scene = scenes[index]
             conditions = [AdapterCondition(self.adapter_models[c.adapter], Image.open(c.image), c.weight, c.regions)
                           for c in scene.conditions]

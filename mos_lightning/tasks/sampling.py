@@ -9,11 +9,13 @@ from typing import Literal
 import lightning.pytorch as pl
 import torch
 
+from ..base_checks import BaseShape, base_fingerprint, check_edlora_fits
 from ..data.scenes import CONCEPT_REFERENCE
 from ..defaults import BASE_MODEL, NEGATIVE_PROMPT, PLACEHOLDER
 from ..edlora_file import CONCEPTS_FILE, REFERENCE_CONCEPTS_FILE, EDLoRA, load_edlora, reference_concept_name
 from ..models import Geometry, resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline, SchedulerName, make_scheduler
+from .termination import step_check, stop_if_terminated
 
 
 class SamplingTask(pl.LightningModule):
@@ -76,8 +78,11 @@ class SamplingTask(pl.LightningModule):
         if missing:
             raise FileNotFoundError(f"ED-LoRA file(s) not found: {missing}; tune them first (mos-lightning fit …)")
         seen: dict[str, str] = {}
+        base = self.hparams.base_model
+        shape, fingerprint = BaseShape.of(base), base_fingerprint(base)
         for path in self.hparams.edloras:
             edlora = load_edlora(path)
+            check_edlora_fits(edlora, base, str(path), shape, fingerprint)
             for token in edlora.token_names:
                 if token in seen:
                     raise ValueError(f"token {token} is in both {seen[token]} and {path}; tune one concept with other token names")
@@ -140,6 +145,8 @@ class SamplingTask(pl.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         h = self.hparams
+        stop_if_terminated(self._trainer)
         images = self.pipe.sample(batch["prompt"], batch["seed"], h.negative_prompt, height=h.height, width=h.width,
-                                  num_inference_steps=h.num_inference_steps, guidance_scale=h.guidance_scale)
+                                  num_inference_steps=h.num_inference_steps, guidance_scale=h.guidance_scale,
+                                  callback_on_step_end=step_check(self._trainer))
         return {**batch, "images": images, "metadata": [{"model": str(h.base_model)}] * len(images)}

@@ -27,3 +27,10 @@ class TrainableStateCheckpoints:
                 f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[:2]}): it was written "
                 "by a run with different tokens, LoRA rank or base model"
             )
+        ours = dict(self.named_parameters())
+        reshaped = [f"{k} {tuple(v.shape)} vs {tuple(ours[k].shape)}" for k, v in checkpoint["state_dict"].items()
+                    if k in ours and v.shape != ours[k].shape]
+        if reshaped:
+            raise ValueError(f"checkpoint tensors have other shapes than this run's ({reshaped[0]}, {len(reshaped)} in "
+                             "all): it was written with another lora_rank, layerwise setting or base model; resume "
+                             "with its settings")
