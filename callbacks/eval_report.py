@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 from mos_lightning.atomic import atomic_path, write_json
 from mos_lightning.metrics import ALL_GROUPS, EvalResults
+from mos_lightning.results_page import write_results_page
 
 METRICS = {"text_alignment": "Text-alignment", "image_alignment": "Image-alignment"}
 
@@ -48,6 +49,7 @@ class EvalReport(Callback):
         write_text(folder / "groups.md", "\n".join(
             f"### {group}\n\n" + markdown(table(results, group), results.concepts) for group in results.groups))
         write_json(folder / "scores.json", results.rows)
+        write_results_page(folder)  # index.html: the tables (and any images) on one page
         if self.print_table:
             print(markdown(table(results), results.concepts))
 

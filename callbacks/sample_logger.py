@@ -101,6 +101,9 @@ class SampleLogger(Callback):
             with torch.random.fork_rng(devices=devices), trainer.precision_plugin.forward_context():
                 pl_module.eval()
                 for scale in self.scales:
+                    # the denoising steps as a bar that disappears: grids on SD 1.5 take a while
+                    pipe.set_progress_bar_config(desc=f"sample grid at step {trainer.global_step}, LoRA scale {scale}",
+                                                 leave=False, disable=not getattr(trainer, "progress_bar_callback", None))
                     with scaled_lora([pipe.unet, pipe.text_encoder], scale):
                         columns.append(pipe.sample([p for p, _ in rows], [s for _, s in rows], self.negative_prompt,
                                                    **self.sampling))

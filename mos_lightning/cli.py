@@ -56,6 +56,27 @@ def _differences(old, new, where: str) -> list[str]:
     return [] if old == new else [f"{where}: {old!r} → {new!r}"]
 
 
+GPU_PRECISIONS = ("16-mixed", "bf16-mixed", "16-true", "bf16-true", "16", "bf16", 16)
+
+
+def run_on_cpu_only_settings(config) -> None:
+    """The recipes are written for GPUs (bf16 mixed precision, bf16 frozen weights); on a machine without one they
+    would run several times slower (or not at all), so there these settings fall back to float32, with a note."""
+    trainer = config.get("trainer")
+    if trainer is None or torch.cuda.is_available() or trainer.get("accelerator") not in ("auto", "cpu", None):
+        return
+    changed = []
+    if trainer.get("precision") in GPU_PRECISIONS:
+        changed.append(f"trainer.precision {trainer.precision} → 32-true")
+        trainer.precision = "32-true"
+    init_args = (config.get("model") or {}).get("init_args") if config.get("model") is not None else None
+    if init_args is not None and init_args.get("frozen_dtype") in ("bfloat16", "float16"):
+        changed.append(f"model.init_args.frozen_dtype {init_args.frozen_dtype} → float32")
+        init_args.frozen_dtype = "float32"
+    if changed:
+        print(f"no GPU: running on the CPU with {'; '.join(changed)} (GPU-only settings of the config)", flush=True)
+
+
 def _plain(value) -> str:
     """Comparable text of a setting (tuples and lists alike; components by their class)."""
     if isinstance(value, dict) and "class_path" in value:
@@ -105,6 +126,22 @@ class MosLightningCLI(LightningCLI):
             raise ValueError(f"{name} runs under `{' / '.join(allowed)}`, not `{subcommand}`: "
                              f"mos-lightning {allowed[0]} --config <the same config>")
 
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        run_on_cpu_only_settings(self.config[subcommand] if subcommand else self.config)
+
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        """Lightning's default progress bar is replaced by one that counts steps (see ``StepProgressBar``)."""
+        from lightning.pytorch.callbacks import ProgressBar
+
+        from mos_lightning.callbacks import StepProgressBar
+
+        given = config.get("callbacks") or []
+        present = [*(given if isinstance(given, list) else [given]), *callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in present):
+            callbacks = [*callbacks, StepProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def before_fit(self) -> None:
         self._check_subcommand("fit")
 
@@ -123,6 +160,9 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     import mos_lightning.data  # noqa: F401  (registers subclasses for class_path resolution)
     import mos_lightning.tasks  # noqa: F401
 
+    from .cli_help import KeepLines, project_help
+
+    subcommands = ("fit", "validate", "test", "predict")
     return MosLightningCLI(
         LightningModule,
         LightningDataModule,
@@ -130,6 +170,10 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         subclass_mode_data=True,
         save_config_callback=SaveConfig,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"formatter_class": KeepLines,  # subcommand parsers take the main parser's formatter
+                       **{s: {"description": f"mos-lightning {s}: this project's tasks, data modules, callbacks and "
+                              "configs are listed at the end of this help.", "epilog": project_help(s)}
+                          for s in subcommands}},
         args=args,
         run=run,
     )
@@ -141,6 +185,7 @@ BENIGN_WARNINGS = (
     r".*IterableDataset. has .__len__. defined.*",  # our sharded datasets use no workers
     r".*isinstance\(treespec, LeafSpec\).*",  # Lightning internals vs newer torch
     r".*`torch_dtype` is deprecated.*",  # diffusers 0.42 renamed it; older versions only know torch_dtype
+    r".*smaller than the logging interval.*",  # about per-epoch logging; our runs log per step
 )
 
 
@@ -155,7 +200,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     for pattern in BENIGN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for name in ("lightning.pytorch", "lightning.fabric"):  # hardware lines, tips, "Seed set to 0"
+        logging.getLogger(name).setLevel(logging.WARNING)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 

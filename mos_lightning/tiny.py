@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip", help="also write a tiny random CLIP model (for the metrics) into this folder")
     parser.add_argument("--adapter", help="also write a tiny random T2I-Adapter (for regional sampling) into this folder")
     args = parser.parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Writing model shards" bars for a few kB
     print(save_tiny_model(args.out_dir, args.seed, args.overwrite))
     if args.clip:
         print(save_tiny_clip(args.clip, args.seed, args.overwrite))

@@ -11,30 +11,42 @@
 #   6. regional sampling from the fused model (boxes + an adapter condition) → outputs/demo/regional/
 #   7. Table-1 evaluation (single-concept, fused, class-word bound) → outputs/demo/eval/table.md
 #      (the tiny CLIP is random: the numbers show the plumbing, not quality)
+#   8. one page with all of it → outputs/demo/index.html
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_VERBOSITY=error  # no optional-dependency notes (torchvision) from the tiny-model writer
-python -m mos_lightning.tiny outputs/demo/tiny-sd --clip outputs/demo/tiny-clip --adapter outputs/demo/tiny-adapter
+# Each stage's wall time goes to outputs/demo/timing.tsv (benchmarks/demo_time.py reads it).
+mkdir -p outputs/demo
+: > outputs/demo/timing.tsv
+stage() {  # stage NAME COMMAND...: run it, record its seconds
+  local name=$1 began=$SECONDS
+  shift
+  "$@"
+  printf '%s\t%s\n' "$name" "$((SECONDS - began))" >> outputs/demo/timing.tsv
+}
+stage tiny-models python -m mos_lightning.tiny outputs/demo/tiny-sd --clip outputs/demo/tiny-clip \
+  --adapter outputs/demo/tiny-adapter
 for concept in redball bluecube; do
   if [ -f "outputs/demo/edlora/$concept/edlora.safetensors" ]; then
     echo "demo: $concept already tuned (delete outputs/demo/edlora/$concept to redo)"
     continue
   fi
-  mos-lightning fit --config configs/demo/edlora.yaml --config "configs/demo/concepts/$concept.yaml"
+  stage "tune-$concept" mos-lightning fit --config configs/demo/edlora.yaml --config "configs/demo/concepts/$concept.yaml"
 done
 for concept in redball bluecube; do
-  mos-lightning predict --config configs/demo/sample.yaml \
+  stage "sample-$concept" mos-lightning predict --config configs/demo/sample.yaml \
     --model.init_args.edloras "[outputs/demo/edlora/$concept/edlora.safetensors]" \
     --data.init_args.output_dir "outputs/demo/samples/$concept"
 done
-mos-lightning predict --config configs/demo/fusion.yaml
-mos-lightning predict --config configs/demo/sample.yaml \
+stage fuse mos-lightning predict --config configs/demo/fusion.yaml
+stage sample-fused mos-lightning predict --config configs/demo/sample.yaml \
   --model.init_args.base_model outputs/demo/fusion/model --model.init_args.edloras '[]' \
   --data.init_args.prompts '["a photo of <redball>", "a photo of <bluecube>", "a <redball> next to a <bluecube>"]' \
   --data.init_args.output_dir outputs/demo/samples/fused
-mos-lightning predict --config configs/demo/regional.yaml
-mos-lightning test --config configs/demo/eval.yaml
+stage regional mos-lightning predict --config configs/demo/regional.yaml
+stage evaluate mos-lightning test --config configs/demo/eval.yaml
+stage page python -m mos_lightning.results_page outputs/demo --title "mos-lightning demo (tiny random model)"
 echo "demo: done; ED-LoRA files under outputs/demo/edlora/, the fused model under outputs/demo/fusion/,"
 echo "      images under outputs/demo/samples/ and outputs/demo/regional/, the evaluation table in"
-echo "      outputs/demo/eval/table.md"
+echo "      outputs/demo/eval/table.md; everything on one page: outputs/demo/index.html"

@@ -9,7 +9,9 @@ from mos_lightning.edlora_file import load_edlora
 
 from conftest import DEMO_CONCEPTS, REPO
 
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name not in ("concepts", "scenes"))
+OVERLAYS_ONLY = ("small_machine",)  # layered after a recipe, never used alone
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml")
+                 if p.parent.name not in ("concepts", "scenes") and p.stem not in OVERLAYS_ONLY)
 OVERLAYS = sorted((REPO / "configs" / "demo" / "concepts").glob("*.yaml"))
 
 
@@ -63,6 +65,7 @@ def test_optimizer_and_schedule_are_injected_from_the_command_line(tiny_model_di
         "--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ConstantLR",
         "--model.init_args.lr_scheduler.init_args.factor", "0.5",
         "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path / "logs"),
     ])
     optimizer = cli.trainer.optimizers[0]
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5
@@ -73,7 +76,8 @@ def test_optimizer_and_schedule_are_injected_from_the_command_line(tiny_model_di
 
 
 NOISE = ("requires torchvision", "💡 Tip", "GPU available", "TPU available", "Loading weights",
-         "Loading pipeline components")
+         "Loading pipeline components", "Seed set to", "smaller than the logging interval", "Writing model shards",
+         "Epoch ", "Warning", "warn(")
 
 
 def test_a_run_prints_no_library_noise(tiny_model_dir, tmp_path):
@@ -98,6 +102,16 @@ def test_a_run_prints_no_library_noise(tiny_model_dir, tmp_path):
     output = result.stdout + result.stderr
     assert "fused 2 concept(s)" in output
     assert [n for n in NOISE if n in output] == []
+    tuning = subprocess.run(
+        [sys.executable, "-m", "mos_lightning", "fit", "--config", str(REPO / "configs/demo/edlora.yaml"),
+         "--model.init_args.base_model", str(tiny_model_dir), "--model.init_args.output_dir", str(tmp_path / "e"),
+         "--data.init_args.concept_dir", str(DEMO_CONCEPTS / "redball"), "--trainer.max_steps", "4",
+         "--trainer.default_root_dir", str(tmp_path / "logs")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert tuning.returncode == 0, tuning.stderr[-3000:]
+    output = tuning.stdout + tuning.stderr
+    assert "wrote " in output and "tuning (steps)" in output
+    assert [n for n in NOISE if n in output] == []
 
 
 SINGLE_DEVICE = [c for c in CONFIGS if c.parent.name in ("sample", "fusion", "regional", "eval")]
@@ -112,3 +126,45 @@ def test_single_device_configs_resolve_on_a_cpu_as_shipped(config, tmp_path):
     cli = build_cli(["--config", str(tmp_path / config.name), "--trainer.logger", "false"], run=False)
     expected = "CUDAAccelerator" if torch.cuda.is_available() else "CPUAccelerator"
     assert cli.trainer.accelerator.__class__.__name__ == expected
+
+
+TUNING = [c for c in CONFIGS if c.parent.name == "edlora"]
+
+
+@pytest.mark.parametrize("config", TUNING, ids=lambda p: p.stem)
+def test_tuning_recipes_run_on_a_cpu_with_their_gpu_settings_dropped(config, capsys):
+    """The recipes are written for GPUs (bf16, DDP over every GPU); on a CPU they resolve to one float32 process,
+    and say so; the small-machine overlay layers on each of them."""
+    cli = build_cli(["--config", str(config), "--trainer.logger", "false"], run=False)
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU fallback")
+    assert cli.trainer.accelerator.__class__.__name__ == "CPUAccelerator" and cli.trainer.num_devices == 1
+    assert cli.trainer.precision == "32-true" and cli.model.hparams.frozen_dtype == "float32"
+    assert "no GPU: running on the CPU with trainer.precision bf16-mixed → 32-true" in capsys.readouterr().out
+    small = build_cli(["--config", str(config), "--config", str(REPO / "configs/edlora/small_machine.yaml"),
+                       "--trainer.logger", "false"], run=False)
+    assert small.datamodule.hparams.resolution == 256 and small.trainer.precision == "32-true"
+
+
+def test_help_shows_this_projects_tasks_options_and_configs(capsys):
+    for subcommand, expected in (("fit", ("EDLoRATask", "lora_rank", "ConceptDataModule", "configs/edlora/object.yaml")),
+                                 ("predict", ("SamplingTask", "FusionTask", "solver", "configs/sample/edlora.yaml")),
+                                 ("test", ("EvalTask", "clip_model", "EvalDataModule", "configs/eval/table1.yaml"))):
+        with pytest.raises(SystemExit):
+            build_cli([subcommand, "--help"])
+        shown = capsys.readouterr().out
+        assert all(e in shown for e in expected), (subcommand, [e for e in expected if e not in shown])
+        assert "StepProgressBar" in shown
+
+
+def test_the_progress_bar_counts_steps_of_max_steps(tiny_model_dir, tmp_path, capsys):
+    """Lightning's own bar read 'Epoch 19/-2' on step-based runs; ours counts optimizer steps."""
+    build_cli(["fit", "--config", str(REPO / "configs/demo/edlora.yaml"),
+               "--model.init_args.base_model", str(tiny_model_dir), "--model.init_args.output_dir", str(tmp_path / "o"),
+               "--model.init_args.fusion_stats", "false", "--data.init_args.concept_dir", str(DEMO_CONCEPTS / "redball"),
+               "--trainer.max_steps", "7", "--trainer.callbacks", "[]", "--trainer.logger", "false",
+               "--trainer.default_root_dir", str(tmp_path / "logs")])
+    shown = capsys.readouterr()
+    text = shown.out + shown.err
+    assert "tuning (steps)" in text and "7/7" in text
+    assert "Epoch" not in text and "/-2" not in text

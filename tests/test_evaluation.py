@@ -84,6 +84,7 @@ def test_test_run_writes_table_one_and_resumes(tiny_model_dir, tmp_path):
     per_image = [s["image_alignment"] for s in scores if s["method"] == "single-concept" and s["concept"] == "redball"]
     assert image_rows[0] == pytest.approx(sum(per_image) / len(per_image), abs=1e-6)
     assert "| Image-alignment | redball | bluecube | mean |" in (out / "table.md").read_text()
+    assert "<td>image_alignment</td>" in (out / "index.html").read_text()  # the results page beside the tables
     with open(out / "groups.csv") as f:
         assert {row[2] for row in list(csv.reader(f))[1:]} == set(GROUPS)
     # rerun: every image is reused (none rewritten) and the table is the same

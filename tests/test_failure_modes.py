@@ -104,6 +104,7 @@ def test_fusion_model_report_and_config_change_together(tiny_model_dir, tmp_path
     assert inner == json.loads((out / "fusion_report.json").read_text()) and list(inner["fidelity"]) == ["cat"]
     assert (out / "model" / "config.yaml").read_text() == (out / "config.yaml").read_text()
     assert "cat.safetensors" in (out / "config.yaml").read_text()
+    assert "cat · unet" in (out / "index.html").read_text()  # the results page with the fidelity chart
     weights = digest(out / "model" / "unet" / "diffusion_pytorch_model.safetensors")
 
     def broken_save(path, edlora):  # the writer dies half-way through the concepts' token table

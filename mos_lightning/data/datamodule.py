@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -59,7 +60,7 @@ class ConceptDataModule(pl.LightningDataModule):
                 ``centred`` (ours: random square crop, else a centred letterbox whose latents are cached — faster).
             mask_downsample: Pixel → latent downsampling of masks (the VAE scale factor, 8 for SD).
             batch_size: Samples per GPU/process.
-            num_workers: DataLoader worker processes.
+            num_workers: DataLoader worker processes (at most the CPUs this process may use).
         """
         super().__init__()
         if (concept_dir is None) == (concept_list is None):
@@ -100,12 +101,15 @@ class ConceptDataModule(pl.LightningDataModule):
             rank_zero_warn(f"batch_size {self.hparams.batch_size} is larger than the {len(self.dataset)} images: every "
                            f"batch holds {len(self.dataset)} samples; lower batch_size (or accumulate_grad_batches) to "
                            "train at the batch you mean")
+        # more workers than CPUs only contend (and torch warns): cap at what this process may use
+        workers = min(self.hparams.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1)
         return DataLoader(
             self.dataset,
             batch_size=self.hparams.batch_size,
             shuffle=True,
             drop_last=len(self.dataset) >= self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from tqdm.auto import tqdm
 
 from ..distributed import all_gather_objects
 from .fidelity import base_preservation, record_base, text_fidelity, unet_fidelity
@@ -51,6 +52,11 @@ def sum_across_processes(sums: FusionSums, dtype: torch.dtype, device: torch.dev
     all_reduce_sums(sums, reduce)
 
 
+def bar(items, description: str, show: bool):
+    """A progress bar over ``items`` that disappears when done (phases that take minutes on SD 1.5)."""
+    return tqdm(items, desc=description, disable=not show, leave=False)
+
+
 def run_fusion(fuser: Fuser, indices: Sequence[int] | None = None, source: RecordSource | None = None,
                progress: bool = False) -> FusionResult:
     """Fuse ``fuser.concepts``; this process gathers the statistics of ``indices`` (default: all of them),
@@ -59,7 +65,7 @@ def run_fusion(fuser: Fuser, indices: Sequence[int] | None = None, source: Recor
     source = source or (lambda index: (fuser.record(index), "recorded"))
     dtype, device = fuser.settings.stats_dtype, fuser.device
     timing, statistics, start = {}, {}, time.perf_counter()
-    for index in indices:
+    for index in bar(indices, "fusion: concept statistics (concepts)", progress):
         record, origin = source(index)
         fuser.add(index, record)
         statistics[fuser.concepts[index].name] = origin
@@ -86,7 +92,7 @@ def run_fusion(fuser: Fuser, indices: Sequence[int] | None = None, source: Recor
             "text_encoder": {"fused": text[index][0], "naive": text[index][1]},
             "unet": {"fused": unet_fidelity(fuser, index, "fused"), "naive": unet_fidelity(fuser, index, "naive")},
         }
-        for index in indices
+        for index in bar(indices, "fusion: fidelity check (concepts)", progress)
     }
     preservation = None
     if fuser.settings.base_prompts:  # measured once (on the first process) and shared

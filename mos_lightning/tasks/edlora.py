@@ -128,6 +128,8 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         self.model: EDLoRAModel | None = None
         self.base_fingerprint = ""  # set by check_base
 
+    subcommands = ("fit",)  # the CLI refuses others with a clear message
+
     # ----------------------------------------------------------------- model
     @property
     def concept_class_word(self) -> str | None:
@@ -268,6 +270,6 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
             print(f"wrote {path}")
             if self.hparams.fusion_stats:
                 from ..fusion.stats_file import compute_concept_stats
-
+                print("recording this concept's fusion statistics (fusion_stats: true) …", flush=True)
                 for stats in compute_concept_stats(self.hparams.base_model, [str(path)], self.device):
                     print(f"wrote {stats}")

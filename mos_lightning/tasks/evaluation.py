@@ -106,6 +106,8 @@ class EvalTask(pl.LightningModule):
         self._loaded: dict[str, str | None] = {}  # method → concept whose ED-LoRA is loaded
         self.results: EvalResults | None = None
 
+    subcommands = ("test",)  # the CLI refuses others with a clear message
+
     def setup(self, stage: str) -> None:
         check_writable(self.hparams.output_dir, "--model.init_args.output_dir")
         concepts = {item.concept for item in getattr(self.trainer.datamodule, "items", [])}

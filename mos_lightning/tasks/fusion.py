@@ -25,6 +25,7 @@ from ..fusion.solvers import ClosedForm, FusionSolver
 from ..fusion.stats_file import saved_or_recorded
 from ..models import model_identity, resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline
+from ..results_page import write_results_page
 
 
 class FusionTask(pl.LightningModule):
@@ -175,6 +176,7 @@ class FusionTask(pl.LightningModule):
     def write_outputs(self, start: float) -> None:
         fuser, out = self.fuser, Path(self.hparams.output_dir)
         write_results(fuser, out, self.hparams.base_model, self.report, self.config_text, start)
+        write_results_page(out)  # index.html: the fidelity chart
         lines = [f"fused {len(fuser.concepts)} concept(s) with {type(self.solver).__name__} → {out / 'model'}",
                  "relative error vs each concept's own model (fused | naive merge):"]
         for name, f in self.report["fidelity"].items():

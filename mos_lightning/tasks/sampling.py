@@ -60,6 +60,8 @@ class SamplingTask(pl.LightningModule):
         self.pipe: EDLoRAPipeline | None = None
         self._edloras: list[EDLoRA] = []
 
+    subcommands = ("predict",)  # the CLI refuses others with a clear message
+
     def setup(self, stage: str) -> None:
         """Check sizes and read and cross-check the ED-LoRA files before the (large) base model loads."""
         multiple = Geometry.of(self.hparams.base_model).vae_factor
