@@ -290,3 +290,25 @@ def test_evaluation_stops_promptly_on_sigterm_and_leaves_only_whole_images(tiny_
     for png in (out / "images").rglob("*.png"):
         Image.open(png).load()  # whole files only
     assert not [p for p in out.rglob(".*.tmp")]
+
+
+def test_an_edlora_of_another_width_is_refused_before_the_model_loads(tiny_model_dir, tmp_path):
+    import torch
+
+    from mos_lightning.edlora_file import save_edlora
+    from helpers import random_edlora
+    from test_sampling import predict_args
+
+    narrow = random_edlora(tiny_model_dir, "cat", embeddings={"<cat1>": torch.randn(16, 8), "<cat2>": torch.randn(16, 8)})
+    file = save_edlora(tmp_path / "narrow.safetensors", narrow)
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs/demo/sample.yaml").read_text())
+    config.pop("return_predictions")  # a predict-subcommand key; run=False parses without a subcommand
+    (tmp_path / "sample.yaml").write_text(yaml.safe_dump(config))
+    args = predict_args(tiny_model_dir, file, tmp_path / "out")[1:]
+    args[args.index("--config") + 1] = str(tmp_path / "sample.yaml")
+    cli = build_cli(args, run=False)
+    with pytest.raises(ValueError, match="8-wide embeddings but the text encoder of .* is 32 wide"):
+        cli.trainer.predict(cli.model, cli.datamodule)
+    assert cli.model.pipe is None  # refused before the base model loaded

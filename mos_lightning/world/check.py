@@ -1,0 +1,98 @@
+"""Does the world's CLIP see the world, and does the base model draw what it is asked?
+
+    python -m mos_lightning.world.check clip outputs/world/clip            # zero-shot accuracy on held-out pictures
+    python -m mos_lightning.world.check base outputs/world/base --clip outputs/world/clip   # generation check
+
+Zero-shot: a picture's class (colour, background) is the one whose *prompt ensemble* — the mean text embedding of
+every world caption with that class, over all colours and backgrounds — is nearest. The generation check samples
+held-out single-thing captions with the base model and asks the CLIP which class, colour and background it drew;
+it reports the rates beside the CLIP's own accuracy on real pictures (the check cannot be better than its judge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+
+import numpy as np
+import torch
+
+from .scenes import BACKGROUNDS, CLASSES, COLOURS, Scene, Thing, caption, place, render
+
+ATTRIBUTES = {"class": CLASSES, "colour": tuple(sorted(COLOURS)), "background": tuple(sorted(BACKGROUNDS))}
+
+
+def single_caption(cls: str, colour: str, background: str) -> str:
+    return caption(Scene(background, (Thing(cls, colour),)))
+
+
+def prototypes(clip) -> dict[str, torch.Tensor]:
+    """Per attribute ``[values, D]``: the normalised mean embedding of every single-thing caption with that value."""
+    combos = list(itertools.product(CLASSES, sorted(COLOURS), sorted(BACKGROUNDS)))
+    texts = clip.texts([single_caption(*c) for c in combos])
+    out = {}
+    for k, (attribute, values) in enumerate(ATTRIBUTES.items()):
+        rows = [texts[[i for i, c in enumerate(combos) if c[k] == v]].mean(0) for v in values]
+        out[attribute] = torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+    return out
+
+
+def classify(clip, images, protos: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    features = clip.images(images)
+    return {a: [ATTRIBUTES[a][i] for i in (features @ p.T).argmax(-1).tolist()] for a, p in protos.items()}
+
+
+def held_out(count: int, seed: int = 12345) -> list[tuple[str, str, str]]:
+    """(class, colour, background) triples drawn with a seed the training pictures never use."""
+    rng = random.Random(f"held-out-{seed}")
+    return [(rng.choice(CLASSES), rng.choice(sorted(COLOURS)), rng.choice(sorted(BACKGROUNDS))) for _ in range(count)]
+
+
+def rates(truth: list[tuple[str, str, str]], predicted: dict[str, list[str]]) -> dict[str, float]:
+    out = {a: float(np.mean([t[k] == p for t, p in zip(truth, predicted[a])])) for k, a in enumerate(ATTRIBUTES)}
+    out["all three"] = float(np.mean([all(t[k] == predicted[a][j] for k, a in enumerate(ATTRIBUTES))
+                                      for j, t in enumerate(truth)]))
+    return out
+
+
+def clip_accuracy(clip, count: int = 240) -> dict[str, float]:
+    truth = held_out(count)
+    rng = random.Random("held-out-places")
+    images = [render(Scene(bg, place(rng, [Thing(cls, colour, rng.choice(("plain", "striped", "dotted", "checked")))])),
+                     seed=900_000 + k)[0] for k, (cls, colour, bg) in enumerate(truth)]
+    return rates(truth, classify(clip, images, prototypes(clip)))
+
+
+def generation_rates(base: str, clip, count: int = 96, steps: int = 20, guidance: float = 5.0) -> dict[str, float]:
+    from ..pipelines import EDLoRAPipeline
+
+    pipe = EDLoRAPipeline.from_pretrained(base, local_files_only=True, safety_checker=None,
+                                          requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    truth = held_out(count, seed=54321)
+    images = []
+    for start in range(0, count, 16):
+        chunk = truth[start:start + 16]
+        images += list(pipe.sample([single_caption(*t) for t in chunk], list(range(start, start + len(chunk))), "",
+                                   num_inference_steps=steps, guidance_scale=guidance, height=64, width=64))
+    return rates(truth, classify(clip, images, prototypes(clip)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ..metrics import CLIPFeatures
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["clip", "base"])
+    parser.add_argument("folder", help="the CLIP folder (clip) or the base model folder (base)")
+    parser.add_argument("--clip", help="the world CLIP (for base)")
+    parser.add_argument("--count", type=int, default=96)
+    args = parser.parse_args(argv)
+    clip = CLIPFeatures(args.folder if args.what == "clip" else args.clip)
+    result = clip_accuracy(clip) if args.what == "clip" else generation_rates(args.folder, clip, args.count)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

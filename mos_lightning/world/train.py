@@ -1,0 +1,238 @@
+"""Train the world's base model and its CLIP from scratch, seeded, on whatever device there is.
+
+    python -m mos_lightning.world.train base outputs/world/base     # VAE, then UNet + text encoder
+    python -m mos_lightning.world.train clip outputs/world/clip     # image and text towers, contrastive
+
+Both write diffusers / transformers folders (safetensors) plus ``training.json`` (every setting, the steps, the
+time, the machine, the final losses). Rows of the token tables for words the world never uses stay zero, so the
+shipped files compress to what the world needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import world_pictures
+from .model import HIDDEN, RESOLUTION, build_world_pipeline
+from .scenes import BACKGROUNDS, CLASSES, COLOURS, PATTERNS
+
+
+def world_words() -> list[str]:
+    """Every word a world caption (or a prompt about the world) can contain."""
+    words = {"a", "an", "and", "the", "on", "in", "of", "photo", "picture", "wooden", *CLASSES, *COLOURS, *PATTERNS}
+    for phrase in BACKGROUNDS.values():
+        words |= set(phrase.split())
+    return sorted(words)
+
+
+def keep_world_rows(embedding: torch.nn.Embedding, tokenizer) -> None:
+    """Zero the rows of tokens no world text uses (special tokens and the world's words keep theirs)."""
+    ids = set(tokenizer(" ".join(world_words()) + " ,").input_ids) | set(tokenizer.all_special_ids)
+    keep = torch.zeros(embedding.weight.shape[0], dtype=torch.bool)
+    keep[sorted(ids)] = True
+    with torch.no_grad():
+        embedding.weight[~keep] = 0
+    embedding.weight.register_hook(lambda grad: grad * keep[:, None].to(grad.dtype))
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "processor": platform.processor(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- base
+def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, device: str) -> float:
+    vae.train().to(device)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(1)
+    loss_value = math.nan
+    for step in range(steps):
+        index = torch.randint(0, images.shape[0], (batch,), generator=generator)
+        x = images[index].to(device)
+        posterior = vae.encode(x).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator=None)).sample
+        loss = F.l1_loss(reconstruction, x) + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_value = loss.item()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"vae step {step}/{steps}: loss {loss_value:.4f}")
+    return loss_value
+
+
+@torch.no_grad()
+def encode_all(vae, images: torch.Tensor, device: str, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    vae.eval()
+    means, stds = [], []
+    for start in range(0, images.shape[0], batch):
+        dist = vae.encode(images[start:start + batch].to(device)).latent_dist
+        means.append(dist.mean.cpu())
+        stds.append(dist.std.cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_denoiser(pipe, latents: tuple[torch.Tensor, torch.Tensor], captions: list[str], steps: int, batch: int,
+                   lr: float, device: str, drop_text: float = 0.1, ema_decay: float = 0.999) -> float:
+    """UNet and text encoder together on the diffusion loss (captions dropped 10% of the time, for CFG); the
+    returned model is the exponential moving average of the weights."""
+    from diffusers import DDPMScheduler
+
+    unet, text_encoder, tokenizer = pipe.unet.to(device).train(), pipe.text_encoder.to(device).train(), pipe.tokenizer
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    ema = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    warmup = min(500, steps // 10 + 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    generator = torch.Generator().manual_seed(2)
+    mean, std = latents
+    scale = pipe.vae.config.scaling_factor
+    running = None
+    for step in range(steps):
+        index = torch.randint(0, mean.shape[0], (batch,), generator=generator)
+        x0 = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator)) * scale
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
+        tokens = ids[index].clone()
+        tokens[torch.rand(batch, generator=generator) < drop_text] = empty[0]
+        noisy = noise_scheduler.add_noise(x0, noise, t)
+        states = text_encoder(tokens.to(device))[0]
+        prediction = unet(noisy.to(device), t.to(device), states).sample
+        loss = F.mse_loss(prediction, noise.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            decay = min(ema_decay, (1 + step) / (10 + step))
+            for e, p in zip(ema, params):
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"denoiser step {step}/{steps}: loss {running:.4f}")
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            p.copy_(e)
+    return running
+
+
+def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch: int, device: str, seed: int) -> dict:
+    start = time.time()
+    images, captions = world_pictures(pictures, seed, RESOLUTION, cache=out.parent / f"world-{pictures}-{seed}.npz")
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    pipe = build_world_pipeline(seed)
+    keep_world_rows(pipe.text_encoder.get_input_embeddings(), pipe.tokenizer)
+    vae_loss = train_vae(pipe.vae, pixels, vae_steps, 32, 1e-3, device)
+    mean, std = encode_all(pipe.vae, pixels, device)
+    pipe.vae.register_to_config(scaling_factor=float(1.0 / mean.std()))
+    log(f"latent scaling factor {pipe.vae.config.scaling_factor:.4f}")
+    denoise_loss = train_denoiser(pipe, (mean, std), captions, unet_steps, batch, 3e-4, device)
+    pipe.to("cpu")
+    for module in (pipe.unet, pipe.text_encoder, pipe.vae):
+        module.eval()
+    pipe.save_pretrained(out)
+    record = {"kind": "base", "pictures": pictures, "seed": seed, "vae_steps": vae_steps, "unet_steps": unet_steps,
+              "batch": batch, "final_vae_loss": vae_loss, "final_denoise_loss": denoise_loss,
+              "scaling_factor": pipe.vae.config.scaling_factor, "minutes": round((time.time() - start) / 60, 1),
+              "machine": machine(), "torch": torch.__version__}
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------- clip
+def build_world_clip(seed: int = 0):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from ..tiny import build_clip_tokenizer
+
+    torch.manual_seed(seed)
+    tower = dict(hidden_size=HIDDEN, intermediate_size=4 * HIDDEN, num_hidden_layers=3, num_attention_heads=4)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                         pad_token_id=49407, **tower),
+        vision_config=dict(image_size=RESOLUTION, patch_size=8, **tower), projection_dim=64,
+    )
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": RESOLUTION},
+                                           crop_size={"height": RESOLUTION, "width": RESOLUTION}),
+        tokenizer=build_clip_tokenizer())
+    return CLIPModel(config), processor
+
+
+def train_clip(out: Path, pictures: int, steps: int, batch: int, device: str, seed: int) -> dict:
+    start = time.time()
+    images, captions = world_pictures(pictures, seed, RESOLUTION, cache=out.parent / f"world-{pictures}-{seed}.npz")
+    model, processor = build_world_clip(seed)
+    keep_world_rows(model.text_model.embeddings.token_embedding, processor.tokenizer)
+    model.to(device).train()
+    # the processor's normalisation, applied in bulk (the pictures are already at the processor's size)
+    mean = torch.tensor(processor.image_processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(processor.image_processor.image_std).view(1, 3, 1, 1)
+    all_pixels = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    tokens = processor.tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(3)
+    running = None
+    for step in range(steps):
+        index = torch.randint(0, len(captions), (batch,), generator=generator)
+        output = model(input_ids=tokens.input_ids[index].to(device), attention_mask=tokens.attention_mask[index].to(device),
+                       pixel_values=all_pixels[index].to(device), return_loss=True)
+        optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        optimizer.step()
+        running = output.loss.item() if running is None else 0.98 * running + 0.02 * output.loss.item()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"clip step {step}/{steps}: loss {running:.4f}")
+    model.to("cpu").eval()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    record = {"kind": "clip", "pictures": pictures, "seed": seed, "steps": steps, "batch": batch,
+              "final_loss": running, "minutes": round((time.time() - start) / 60, 1), "machine": machine(),
+              "torch": torch.__version__}
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the world's base model or CLIP from scratch.")
+    parser.add_argument("what", choices=["base", "clip"])
+    parser.add_argument("out", help="output folder")
+    parser.add_argument("--pictures", type=int, default=20000, help="world pictures to train on")
+    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--unet-steps", type=int, default=8000)
+    parser.add_argument("--clip-steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    out = Path(args.out)
+    if args.what == "base":
+        record = train_base(out, args.pictures, args.vae_steps, args.unet_steps, args.batch, args.device, args.seed)
+    else:
+        record = train_clip(out, args.pictures, args.clip_steps, args.batch, args.device, args.seed)
+    log(f"wrote {out}: {json.dumps(record)}")
+
+
+if __name__ == "__main__":
+    main()
