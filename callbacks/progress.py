@@ -17,6 +17,10 @@ class StepProgressBar(TQDMProgressBar):
     def by_steps(trainer) -> bool:
         return trainer.max_steps > 0 and trainer.max_epochs in (None, -1)
 
+    @property
+    def train_description(self) -> str:  # the bar's first frame already says what it counts
+        return "tuning (steps)" if self._trainer is not None and self.by_steps(self._trainer) else "Training"
+
     def on_train_start(self, trainer, *args) -> None:
         super().on_train_start(trainer, *args)
         if self.by_steps(trainer):  # from the first frame, not "Training: 0/?"

@@ -11,15 +11,16 @@ from conftest import DEMO_CONCEPTS, REPO
 
 OVERLAYS_ONLY = ("small_machine",)  # layered after a recipe, never used alone
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml")
-                 if p.parent.name not in ("concepts", "scenes") and p.stem not in OVERLAYS_ONLY)
+                 if p.parent.name not in ("concepts", "scenes", "prompts") and p.stem not in OVERLAYS_ONLY)
 OVERLAYS = sorted((REPO / "configs" / "demo" / "concepts").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_every_shipped_config_parses_against_the_code(config, tmp_path):
     data = yaml.safe_load(config.read_text())
-    if "return_predictions" in data:  # a predict-subcommand key; without a subcommand only the rest parses
-        data.pop("return_predictions")
+    if "return_predictions" in data or "verbose" in data:  # subcommand keys; without a subcommand the rest parses
+        data.pop("return_predictions", None)
+        data.pop("verbose", None)
         config = tmp_path / config.name
         config.write_text(yaml.safe_dump(data))
     cli = build_cli(["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
@@ -122,6 +123,7 @@ def test_single_device_configs_resolve_on_a_cpu_as_shipped(config, tmp_path):
     """Sampling, fusion, regional and evaluation configs run wherever they are (accelerator: auto)."""
     data = yaml.safe_load(config.read_text())
     data.pop("return_predictions", None)
+    data.pop("verbose", None)
     (tmp_path / config.name).write_text(yaml.safe_dump(data))
     cli = build_cli(["--config", str(tmp_path / config.name), "--trainer.logger", "false"], run=False)
     expected = "CUDAAccelerator" if torch.cuda.is_available() else "CPUAccelerator"

@@ -83,3 +83,47 @@ def test_the_world_model_has_sd_layout_and_loads_through_from_pretrained(tmp_pat
     image = pipe("a red ball on the grass", num_inference_steps=2, height=64, width=64,
                  generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert image.shape == (64, 64, 3)
+
+
+WORLD_BASE = __import__("conftest").REPO / "demo" / "world" / "base"
+WORLD_CLIP = __import__("conftest").REPO / "demo" / "world" / "clip"
+
+
+@pytest.mark.skipif(not (WORLD_BASE / "model_index.json").is_file(), reason="the trained world base is not shipped here")
+def test_tuning_on_the_trained_world_brings_the_concept_closer_to_its_photos(tmp_path):
+    """On the trained world base, a tuned concept's samples are nearer its training views (world CLIP image
+    alignment) than what the base draws for the class word; a broken tuning (no learning) fails this."""
+    import torch
+
+    from mos_lightning.cli import build_cli
+    from mos_lightning.data.evaluation import EvalConceptSpec, reference_images
+    from mos_lightning.data.concept import open_image
+    from mos_lightning.metrics import CLIPFeatures
+    from mos_lightning.pipelines import EDLoRAPipeline
+
+    from conftest import REPO
+
+    folder = write_concept("bandball", tmp_path / "bandball", count=8)
+    build_cli(["fit", "--config", str(REPO / "configs/world/edlora.yaml"),
+               "--config", str(REPO / "configs/world/concepts/bandball.yaml"),
+               "--model.init_args.output_dir", str(tmp_path / "edlora"), "--model.init_args.fusion_stats", "false",
+               "--data.init_args.concept_dir", str(folder), "--trainer.max_steps", "120",
+               "--trainer.callbacks", "[]", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+               "--trainer.default_root_dir", str(tmp_path / "logs")])
+    pipe = EDLoRAPipeline.from_pretrained(str(WORLD_BASE), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    clip = CLIPFeatures(str(WORLD_CLIP))
+    photos = clip.images([open_image(p, "RGB") for p in reference_images(
+        EvalConceptSpec(name="bandball", class_word="ball", reference_dir=str(folder)))])
+    backgrounds = ["on the grass", "in the snow", "on the sand", "on the water"]
+    seeds = list(range(8))
+
+    def alignment(prompt: str) -> float:
+        images = pipe.sample([f"a photo of {prompt} {b}" for b in backgrounds for _ in (0, 1)], seeds, "",
+                             num_inference_steps=20, guidance_scale=5.0, height=64, width=64)
+        return float((clip.images(list(images)) @ photos.T).mean())
+
+    before = alignment("a ball")
+    pipe.load_edlora(str(tmp_path / "edlora" / "edlora.safetensors"), scale=1.0)
+    after = alignment("<TOK>")
+    assert after > before + 0.02, (before, after)
