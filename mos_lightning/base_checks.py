@@ -12,7 +12,7 @@ import torch
 
 from .attention import num_cross_attention_layers
 from .edlora_file import EDLoRA
-from .models import resolve_source
+from .models import check_shape, resolve_source
 
 # Rows of these tensors make the fingerprint: the token table and the UNet's first convolution change with any
 # fine-tuning of the text encoder or UNet, and reading them touches a few kB of the files.
@@ -72,14 +72,7 @@ def check_edlora_fits(edlora: EDLoRA, base_model: str, source: str = "ED-LoRA fi
     """Refuse an ED-LoRA tuned on a base of another shape; warn when it was tuned on another base of the same
     shape (a fine-tune of it can be what the user wants: the weights still load)."""
     shape = shape or BaseShape.of(base_model)
-    if edlora.num_layers != shape.num_layers:
-        raise ValueError(f"{source} has {edlora.num_layers} layer-wise embeddings per token but the base model "
-                         f"{base_model} has {shape.num_layers} cross-attention layers: it was tuned on a different "
-                         f"base model ({edlora.base_model or 'not recorded'})")
-    if edlora.hidden_size != shape.hidden_size:
-        raise ValueError(f"{source} has {edlora.hidden_size}-wide embeddings but the text encoder of {base_model} is "
-                         f"{shape.hidden_size} wide: it was tuned on a different base model "
-                         f"({edlora.base_model or 'not recorded'})")
+    check_shape(edlora, shape.num_layers, shape.hidden_size, f"{source} (for base {base_model})")
     fingerprint = base_fingerprint(base_model) if fingerprint is None else fingerprint
     if edlora.base_fingerprint and fingerprint and edlora.base_fingerprint != fingerprint:
         warnings.warn(f"{source} was tuned on another base model ({edlora.base_model}, weights {edlora.base_fingerprint})"
@@ -91,19 +84,10 @@ def check_new_tokens(base_model: str, tokens: list[str], initializers: list[str]
     """Token names free in the base's vocabulary and single-token initializers, checked with the tokenizer only."""
     from transformers import CLIPTokenizer
 
-    from .tokens import RAND_INIT
+    from .tokens import check_token_names, initializer_token
 
     source, local = resolve_source(base_model)
     tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local)
-    vocab = tokenizer.get_vocab()
-    clashes = [t for t in tokens if t in vocab]
-    if clashes:
-        raise ValueError(f"token name(s) {clashes} already exist in the tokenizer of {base_model} (a word of the base "
-                         "model); give this concept different token names, e.g. '<myconcept1>'")
+    check_token_names(tokens, tokenizer.get_vocab())
     for initializer in initializers:
-        if RAND_INIT.match(initializer):
-            continue
-        ids = tokenizer(initializer, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise ValueError(f"initializer {initializer!r} is {len(ids)} tokens for this tokenizer; use a word that "
-                             "is a single token (e.g. 'man', 'dog') or '<rand-0.013>'")
+        initializer_token(initializer, tokenizer)

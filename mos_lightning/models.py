@@ -92,17 +92,18 @@ def load_base_model(base_model: str) -> BaseModel:
 
 def check_compatible(edlora: EDLoRA, unet, text_encoder, source: str = "ED-LoRA file") -> None:
     """Raise a clear error if ``edlora`` was tuned on a base whose shape differs from ``unet``/``text_encoder``."""
-    layers, width = num_cross_attention_layers(unet), text_encoder.config.hidden_size
+    check_shape(edlora, num_cross_attention_layers(unet), text_encoder.config.hidden_size, source)
+
+
+def check_shape(edlora: EDLoRA, layers: int, width: int, source: str = "ED-LoRA file") -> None:
+    """The same, given the base's cross-attention layer count and text width (e.g. read from its configs)."""
+    tuned_on = f"it was tuned on a different base model ({edlora.base_model or 'not recorded'})"
     if edlora.num_layers != layers:
-        raise ValueError(
-            f"{source} has {edlora.num_layers} layer-wise embeddings per token but the base model has "
-            f"{layers} cross-attention layers: it was tuned on a different base model"
-        )
+        raise ValueError(f"{source} has {edlora.num_layers} layer-wise embeddings per token but the base model has "
+                         f"{layers} cross-attention layers: {tuned_on}")
     if edlora.hidden_size != width:
-        raise ValueError(
-            f"{source} has {edlora.hidden_size}-wide embeddings but the base text encoder is "
-            f"{width} wide: it was tuned on a different base model"
-        )
+        raise ValueError(f"{source} has {edlora.hidden_size}-wide embeddings but the base text encoder is {width} "
+                         f"wide: {tuned_on}")
 
 
 def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:

@@ -68,12 +68,19 @@ class LayerwiseTokens(nn.Module):
 def add_tokens_to_tokenizer(tokenizer, text_encoder, names: Sequence[str]) -> list[int]:
     """Add ``names`` as new tokens and grow the text encoder's embedding table; return their ids.
 
-    Raises if a name already exists in the tokenizer (a clash would silently reuse another
-    concept's or a real word's embedding).
+    Raises if a name already exists in the tokenizer (see :func:`check_token_names`).
     """
+    check_token_names(names, tokenizer.get_vocab())
+    tokenizer.add_tokens(list(names))
+    ids = tokenizer.convert_tokens_to_ids(list(names))
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return list(ids)
+
+
+def check_token_names(names: Sequence[str], vocab) -> None:
+    """Unique single words new to ``vocab``: a clash would silently reuse another concept's or a real word's embedding."""
     if len(set(names)) != len(names):
         raise ValueError(f"token names must be unique, got {list(names)}")
-    vocab = tokenizer.get_vocab()
     clashes = [n for n in names if n in vocab]
     if clashes:
         raise ValueError(
@@ -83,10 +90,19 @@ def add_tokens_to_tokenizer(tokenizer, text_encoder, names: Sequence[str]) -> li
     bad = [n for n in names if len(n.split()) != 1]
     if bad:
         raise ValueError(f"token names must not contain spaces: {bad}")
-    tokenizer.add_tokens(list(names))
-    ids = tokenizer.convert_tokens_to_ids(list(names))
-    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    return list(ids)
+
+
+def initializer_token(initializer: str, tokenizer) -> int | None:
+    """The token id a word initializer copies (``None`` for ``<rand-σ>``); an error if the word is several tokens."""
+    if RAND_INIT.match(initializer):
+        return None
+    ids = tokenizer(initializer, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        raise ValueError(
+            f"initializer {initializer!r} is {len(ids)} tokens for this tokenizer; use a word that is "
+            "a single token (e.g. 'man', 'dog') or '<rand-0.013>'"
+        )
+    return ids[0]
 
 
 def create_layerwise_tokens(tokenizer, text_encoder, names: Sequence[str], weight: torch.Tensor) -> LayerwiseTokens:
@@ -112,13 +128,7 @@ def initial_embedding(initializer: str, tokenizer, text_encoder, generator: torc
         # generator cannot draw there
         device = generator.device if generator is not None else "cpu"
         return torch.randn(table.shape[1], generator=generator, device=device) * std
-    ids = tokenizer(initializer, add_special_tokens=False).input_ids
-    if len(ids) != 1:
-        raise ValueError(
-            f"initializer {initializer!r} is {len(ids)} tokens for this tokenizer; use a word that is "
-            "a single token (e.g. 'man', 'dog') or '<rand-0.013>'"
-        )
-    return table[ids[0]].detach().float().cpu().clone()
+    return table[initializer_token(initializer, tokenizer)].detach().float().cpu().clone()
 
 
 def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
