@@ -170,3 +170,17 @@ def test_the_progress_bar_counts_steps_of_max_steps(tiny_model_dir, tmp_path, ca
     text = shown.out + shown.err
     assert "tuning (steps)" in text and "7/7" in text
     assert "Epoch" not in text and "/-2" not in text
+
+
+WORLD_OVERLAYS = sorted((REPO / "configs" / "world" / "concepts").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("overlay", WORLD_OVERLAYS, ids=lambda p: p.stem)
+def test_world_concept_overlays_select_a_world_concept(overlay):
+    from mos_lightning.world import CONCEPTS
+
+    cli = build_cli(["--config", str(REPO / "configs/world/edlora.yaml"), "--config", str(overlay),
+                     "--trainer.logger", "false"], run=False)
+    assert cli.model.hparams.concept_name == overlay.stem and overlay.stem in CONCEPTS
+    assert cli.model.hparams.initializers[1] == CONCEPTS[overlay.stem].cls  # the class word starts the second token
+    assert Path(cli.datamodule.hparams.concept_dir).name == overlay.stem
