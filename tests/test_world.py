@@ -127,3 +127,10 @@ def test_tuning_on_the_trained_world_brings_the_concept_closer_to_its_photos(tmp
     pipe.load_edlora(str(tmp_path / "edlora" / "edlora.safetensors"), scale=1.0)
     after = alignment("<TOK>")
     assert after > before + 0.02, (before, after)
+
+
+def test_the_exact_detector_reads_class_colour_and_background_of_real_pictures():
+    from mos_lightning.world.check import detector_accuracy
+
+    accuracy = detector_accuracy(count=60)
+    assert accuracy["background"] >= 0.95 and accuracy["colour"] >= 0.85 and accuracy["class"] >= 0.85, accuracy

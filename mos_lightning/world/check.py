@@ -1,12 +1,14 @@
 """Does the world's CLIP see the world, and does the base model draw what it is asked?
 
-    python -m mos_lightning.world.check clip outputs/world/clip            # zero-shot accuracy on held-out pictures
-    python -m mos_lightning.world.check base outputs/world/base --clip outputs/world/clip   # generation check
+    python -m mos_lightning.world.check detector                      # the exact detector on held-out pictures
+    python -m mos_lightning.world.check clip demo/world/clip           # the CLIP's zero-shot accuracy on them
+    python -m mos_lightning.world.check base demo/world/base           # generation check, judged by the detector
 
 Zero-shot: a picture's class (colour, background) is the one whose *prompt ensemble* — the mean text embedding of
 every world caption with that class, over all colours and backgrounds — is nearest. The generation check samples
 held-out single-thing captions with the base model and asks the CLIP which class, colour and background it drew;
-it reports the rates beside the CLIP's own accuracy on real pictures (the check cannot be better than its judge).
+it reports the rates beside the judge's own accuracy on real pictures (the check cannot be better than its judge).
+The default judge is the exact detector (``mos_lightning.world.detector``); ``--clip`` uses the world CLIP.
 """
 
 from __future__ import annotations
@@ -65,7 +67,24 @@ def clip_accuracy(clip, count: int = 240) -> dict[str, float]:
     return rates(truth, classify(clip, images, prototypes(clip)))
 
 
-def generation_rates(base: str, clip, count: int = 96, steps: int = 20, guidance: float = 5.0) -> dict[str, float]:
+def detector_labels(images) -> dict[str, list[str]]:
+    from .detector import detect
+
+    found = [detect(np.asarray(i)) for i in images]
+    return {a: [f[a] for f in found] for a in ATTRIBUTES}
+
+
+def detector_accuracy(count: int = 240) -> dict[str, float]:
+    """The exact detector on real held-out pictures (the same ones as :func:`clip_accuracy`)."""
+    truth = held_out(count)
+    rng = random.Random("held-out-places")
+    images = [render(Scene(bg, place(rng, [Thing(cls, colour, rng.choice(("plain", "striped", "dotted", "checked")))])),
+                     seed=900_000 + k)[0] for k, (cls, colour, bg) in enumerate(truth)]
+    return rates(truth, detector_labels(images))
+
+
+def generation_rates(base: str, clip=None, count: int = 96, steps: int = 20, guidance: float = 5.0) -> dict[str, float]:
+    """Held-out single-thing captions sampled by ``base``, judged by ``clip`` or (``None``) the exact detector."""
     from ..pipelines import EDLoRAPipeline
 
     pipe = EDLoRAPipeline.from_pretrained(base, local_files_only=True, safety_checker=None,
@@ -77,20 +96,24 @@ def generation_rates(base: str, clip, count: int = 96, steps: int = 20, guidance
         chunk = truth[start:start + 16]
         images += list(pipe.sample([single_caption(*t) for t in chunk], list(range(start, start + len(chunk))), "",
                                    num_inference_steps=steps, guidance_scale=guidance, height=64, width=64))
-    return rates(truth, classify(clip, images, prototypes(clip)))
+    return rates(truth, detector_labels(images) if clip is None else classify(clip, images, prototypes(clip)))
 
 
 def main(argv: list[str] | None = None) -> None:
     from ..metrics import CLIPFeatures
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["clip", "base"])
-    parser.add_argument("folder", help="the CLIP folder (clip) or the base model folder (base)")
-    parser.add_argument("--clip", help="the world CLIP (for base)")
+    parser.add_argument("what", choices=["clip", "detector", "base"])
+    parser.add_argument("folder", nargs="?", help="the CLIP folder (clip) or the base model folder (base)")
+    parser.add_argument("--clip", help="judge the base with this world CLIP instead of the exact detector")
     parser.add_argument("--count", type=int, default=96)
     args = parser.parse_args(argv)
-    clip = CLIPFeatures(args.folder if args.what == "clip" else args.clip)
-    result = clip_accuracy(clip) if args.what == "clip" else generation_rates(args.folder, clip, args.count)
+    if args.what == "detector":
+        result = detector_accuracy()
+    elif args.what == "clip":
+        result = clip_accuracy(CLIPFeatures(args.folder))
+    else:
+        result = generation_rates(args.folder, CLIPFeatures(args.clip) if args.clip else None, args.count)
     print(json.dumps(result, indent=2))
 
 
