@@ -18,13 +18,9 @@ export HF_HUB_OFFLINE=1
 export TRANSFORMERS_VERBOSITY=error  # no optional-dependency notes (torchvision) from the tiny-model writer
 # Each stage's wall time goes to outputs/demo/timing.tsv (benchmarks/demo_time.py reads it).
 mkdir -p outputs/demo
-: > outputs/demo/timing.tsv
-stage() {  # stage NAME COMMAND...: run it, record its seconds
-  local name=$1 began=$SECONDS
-  shift
-  "$@"
-  printf '%s\t%s\n' "$name" "$((SECONDS - began))" >> outputs/demo/timing.tsv
-}
+TIMING=outputs/demo/timing.tsv
+: > "$TIMING"
+. scripts/lib/stage.sh
 stage tiny-models python -m mos_lightning.tiny outputs/demo/tiny-sd --clip outputs/demo/tiny-clip \
   --adapter outputs/demo/tiny-adapter
 for concept in redball bluecube; do

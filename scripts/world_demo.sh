@@ -7,13 +7,9 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 CONCEPTS="${WORLD_CONCEPTS:-starbox bandball}"
 mkdir -p outputs/world
-: > outputs/world/timing.tsv
-stage() {  # stage NAME COMMAND...: run it, record its seconds
-  local name=$1 began=$SECONDS
-  shift
-  "$@"
-  printf '%s\t%s\n' "$name" "$((SECONDS - began))" >> outputs/world/timing.tsv
-}
+TIMING=outputs/world/timing.tsv
+: > "$TIMING"
+. scripts/lib/stage.sh
 stage concepts python -m mos_lightning.world concepts outputs/world/concepts
 for concept in $CONCEPTS; do
   if [ -f "outputs/world/edlora/$concept/edlora.safetensors" ]; then

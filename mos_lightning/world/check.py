@@ -21,7 +21,7 @@ import random
 import numpy as np
 import torch
 
-from .scenes import BACKGROUNDS, CLASSES, COLOURS, Scene, Thing, caption, place, render
+from .scenes import BACKGROUNDS, CLASSES, COLOURS, PATTERNS, Scene, Thing, caption, place, render
 
 ATTRIBUTES = {"class": CLASSES, "colour": tuple(sorted(COLOURS)), "background": tuple(sorted(BACKGROUNDS))}
 
@@ -52,6 +52,13 @@ def held_out(count: int, seed: int = 12345) -> list[tuple[str, str, str]]:
     return [(rng.choice(CLASSES), rng.choice(sorted(COLOURS)), rng.choice(sorted(BACKGROUNDS))) for _ in range(count)]
 
 
+def held_out_pictures(truth: list[tuple[str, str, str]]) -> list:
+    """Real world pictures of ``truth``'s (class, colour, background), each with a random pattern and place."""
+    rng = random.Random("held-out-places")
+    return [render(Scene(bg, place(rng, [Thing(cls, colour, rng.choice(PATTERNS))])), seed=900_000 + k)[0]
+            for k, (cls, colour, bg) in enumerate(truth)]
+
+
 def rates(truth: list[tuple[str, str, str]], predicted: dict[str, list[str]]) -> dict[str, float]:
     out = {a: float(np.mean([t[k] == p for t, p in zip(truth, predicted[a])])) for k, a in enumerate(ATTRIBUTES)}
     out["all three"] = float(np.mean([all(t[k] == predicted[a][j] for k, a in enumerate(ATTRIBUTES))
@@ -61,9 +68,7 @@ def rates(truth: list[tuple[str, str, str]], predicted: dict[str, list[str]]) ->
 
 def clip_accuracy(clip, count: int = 240) -> dict[str, float]:
     truth = held_out(count)
-    rng = random.Random("held-out-places")
-    images = [render(Scene(bg, place(rng, [Thing(cls, colour, rng.choice(("plain", "striped", "dotted", "checked")))])),
-                     seed=900_000 + k)[0] for k, (cls, colour, bg) in enumerate(truth)]
+    images = held_out_pictures(truth)
     return rates(truth, classify(clip, images, prototypes(clip)))
 
 
@@ -77,9 +82,7 @@ def detector_labels(images) -> dict[str, list[str]]:
 def detector_accuracy(count: int = 240) -> dict[str, float]:
     """The exact detector on real held-out pictures (the same ones as :func:`clip_accuracy`)."""
     truth = held_out(count)
-    rng = random.Random("held-out-places")
-    images = [render(Scene(bg, place(rng, [Thing(cls, colour, rng.choice(("plain", "striped", "dotted", "checked")))])),
-                     seed=900_000 + k)[0] for k, (cls, colour, bg) in enumerate(truth)]
+    images = held_out_pictures(truth)
     return rates(truth, detector_labels(images))
 
 
