@@ -7,25 +7,42 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenes import caption, random_scene, render
+from .scenes import CLASSES, COLOURS, PATTERNS, Scene, Thing, caption, random_scene, render
+
+TWIN_CHANGES = {"cls": 0.5, "colour": 0.3, "pattern": 0.2}  # which attribute of one thing a twin changes
+
+
+def twin(scene: Scene, rng: random.Random) -> Scene:
+    """The same picture with one attribute of one thing changed: a class, a colour or a pattern."""
+    k = rng.randrange(len(scene.things))
+    thing, attribute = scene.things[k], rng.choices(list(TWIN_CHANGES), weights=list(TWIN_CHANGES.values()))[0]
+    choices = {"cls": CLASSES, "colour": sorted(COLOURS), "pattern": PATTERNS}[attribute]
+    new = rng.choice([c for c in choices if c != getattr(thing, attribute)])
+    changed = Thing(**{**thing.__dict__, attribute: new})
+    return Scene(scene.background, scene.things[:k] + (changed,) + scene.things[k + 1:])
 
 
 def world_pictures(count: int, seed: int = 0, size: int = 64, cache: str | Path | None = None,
-                   progress: bool = True) -> tuple[np.ndarray, list[str]]:
-    """``(uint8 [count, size, size, 3], captions)``; picture ``k`` depends only on ``(seed, k)``."""
+                   progress: bool = True, twins: bool = False) -> tuple[np.ndarray, list[str]]:
+    """``(uint8 [count, size, size, 3], captions)``; picture ``k`` depends only on ``(seed, k)``. With ``twins``,
+    picture ``k``'s :func:`twin` instead (same background, places and noise; one attribute of one thing changed):
+    hard negatives for contrastive training, which otherwise tells captions apart by background and colour alone."""
     if cache is not None and Path(cache).is_file():
         data = np.load(cache, allow_pickle=False)
-        if data["images"].shape == (count, size, size, 3) and int(data["seed"]) == seed:
+        made_as = (data["images"].shape, int(data["seed"]), bool(data["twins"]) if "twins" in data.files else False)
+        if made_as == ((count, size, size, 3), seed, twins):
             return data["images"], [str(c) for c in data["captions"]]
     from tqdm.auto import tqdm
 
     images, captions = np.empty((count, size, size, 3), np.uint8), []
     for k in tqdm(range(count), desc="rendering world pictures", disable=not progress, leave=False):
         scene = random_scene(random.Random(f"world-{seed}-{k}"))
+        if twins:
+            scene = twin(scene, random.Random(f"twin-{seed}-{k}"))
         image, _ = render(scene, size, seed=seed * 1_000_003 + k)
         images[k] = np.asarray(image)
         captions.append(caption(scene))
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, images=images, captions=np.array(captions), seed=seed)
+        np.savez(cache, images=images, captions=np.array(captions), seed=seed, twins=twins)
     return images, captions
