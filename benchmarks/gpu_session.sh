@@ -82,6 +82,6 @@ if [[ $parts == *demo* ]]; then  # the README's demo chain through the CLI on th
   echo "=== demo (limit 240s)" >>"$log"
   PATH="$bin:$PATH" timeout 240 bash scripts/demo.sh >>"$log" 2>&1
   echo "=== demo: exit $?" >>"$log"
-  cp outputs/demo/eval/table.md "$results/demo_table.md" 2>/dev/null
+  cp outputs/world/eval/table.md "$results/demo_table.md" 2>/dev/null
 fi
 echo "done: $results" >>"$log"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole demo chain on the embedded tiny model; idempotent (finished stages are skipped).
+# The whole chain on the embedded *random* tiny model — plumbing only (its images are noise; the README's demo,
+# scripts/demo.sh, runs the trained miniature world). About 1½ minutes; idempotent (finished stages are skipped).
 #   1. write the tiny random SD-1.x-shaped model to outputs/demo/tiny-sd (and a tiny random CLIP
 #      and T2I-Adapter)
 #   2. tune an ED-LoRA for each bundled demo concept → outputs/demo/edlora/<concept>/edlora.safetensors
@@ -23,26 +24,10 @@ TIMING=outputs/demo/timing.tsv
 . scripts/lib/stage.sh
 stage tiny-models python -m mos_lightning.tiny outputs/demo/tiny-sd --clip outputs/demo/tiny-clip \
   --adapter outputs/demo/tiny-adapter
-for concept in redball bluecube; do
-  if [ -f "outputs/demo/edlora/$concept/edlora.safetensors" ]; then
-    echo "demo: $concept already tuned (delete outputs/demo/edlora/$concept to redo)"
-    continue
-  fi
-  stage "tune-$concept" mos-lightning fit --config configs/demo/edlora.yaml --config "configs/demo/concepts/$concept.yaml"
-done
-for concept in redball bluecube; do
-  stage "sample-$concept" mos-lightning predict --config configs/demo/sample.yaml \
-    --model.init_args.edloras "[outputs/demo/edlora/$concept/edlora.safetensors]" \
-    --data.init_args.output_dir "outputs/demo/samples/$concept"
-done
-stage fuse mos-lightning predict --config configs/demo/fusion.yaml
-stage sample-fused mos-lightning predict --config configs/demo/sample.yaml \
-  --model.init_args.base_model outputs/demo/fusion/model --model.init_args.edloras '[]' \
-  --data.init_args.prompts '["a photo of <redball>", "a photo of <bluecube>", "a <redball> next to a <bluecube>"]' \
-  --data.init_args.output_dir outputs/demo/samples/fused
-stage regional mos-lightning predict --config configs/demo/regional.yaml
-stage evaluate mos-lightning test --config configs/demo/eval.yaml
-stage page python -m mos_lightning.results_page outputs/demo --title "mos-lightning demo (tiny random model)"
+tune_and_sample configs/demo outputs/demo redball bluecube
+fuse_and_compose configs/demo outputs/demo \
+  '["a photo of <redball>", "a photo of <bluecube>", "a <redball> next to a <bluecube>"]' \
+  "mos-lightning demo (tiny random model)"
 echo "demo: done; ED-LoRA files under outputs/demo/edlora/, the fused model under outputs/demo/fusion/,"
 echo "      images under outputs/demo/samples/ and outputs/demo/regional/, the evaluation table in"
 echo "      outputs/demo/eval/table.md; everything on one page: outputs/demo/index.html"

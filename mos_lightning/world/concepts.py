@@ -122,7 +122,7 @@ def concept_views(name: str, count: int = 8, seed: int = 0, size: int = 64,
         image, masks = render(scene, size, seed=rng.randrange(2**31))
         index = next(i for i, t in enumerate(scene.things) if t.concept == name)
         text = caption(scene, {name: placeholder})
-        views.append((image, masks[index], text if k % 2 else f"a photo of {text}"))
+        views.append((image, masks[index], text))  # the world's own words: its base never saw "a photo of"
     return views
 
 
