@@ -5,6 +5,9 @@ photo-like views each in the project's concept-folder format (images, captions w
 
     python -m mos_lightning.world concepts outputs/world/concepts     # every concept's folder
     python -m mos_lightning.world sample outputs/world/preview 16      # a few captioned world pictures
+    python -m mos_lightning.world.train base|clip OUT                  # the shipped models (demo/world/)
+    python -m mos_lightning.world.check detector|clip|base             # how well they (and the judge) see
+    python -m mos_lightning.world.claims outputs/claims --jobs 2       # the paper's claims, measured (CLAIMS.md)
 """
 
 from .concepts import CONCEPTS, ConceptSpec, concept_views, write_concept

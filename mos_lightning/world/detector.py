@@ -25,8 +25,9 @@ def _border(pixels: np.ndarray) -> np.ndarray:
                            pixels[:, :BORDER].reshape(-1, 3), pixels[:, -BORDER:].reshape(-1, 3)])
 
 
-def detect(image: Image.Image | np.ndarray) -> dict[str, str]:
-    """``{"background", "colour", "class"}`` of a picture with one thing."""
+def detect(image: Image.Image | np.ndarray, box: list[float] | None = None) -> dict[str, str]:
+    """``{"background", "colour", "class"}`` of a picture with one thing, or of the one thing inside ``box``
+    (``[top, left, bottom, right]`` fractions; the background is still read from the whole picture's border)."""
     pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image).astype(float)
     border = _border(pixels)
     refs = background_colours(pixels.shape[0])
@@ -34,6 +35,10 @@ def detect(image: Image.Image | np.ndarray) -> dict[str, str]:
     spread = np.linalg.norm(border - border.mean(0), axis=1)
     distance = np.linalg.norm(pixels - np.median(border, 0), axis=2)
     mask = distance > max(60.0, np.percentile(spread, 95) * 1.5)
+    if box is not None:
+        h, w = mask.shape
+        top, left, bottom, right = round(box[0] * h), round(box[1] * w), round(box[2] * h), round(box[3] * w)
+        pixels, mask = pixels[top:bottom, left:right], mask[top:bottom, left:right]
     if mask.sum() < 20:
         return {"background": bg, "colour": "none", "class": "none"}
     names = sorted(COLOURS)

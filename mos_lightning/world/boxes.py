@@ -1,0 +1,74 @@
+"""Does each box of a composed picture show its concept? Judged by the world's exact detector
+(:mod:`mos_lightning.world.detector`) on the box's crop, against the concept's *signature*: the (class, colour)
+the detector reads on real pictures of that concept alone. The same test on real pictures of the same layout
+gives the judge's ceiling, so a rate is read against what a perfect composer would score."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .concepts import concept_thing
+from .detector import detect
+from .scenes import BACKGROUNDS, Scene, caption, place, render
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Concepts left to right on a background, each in its box ``[top, left, bottom, right]`` (fractions)."""
+
+    name: str
+    concepts: tuple[str, ...]
+    background: str
+
+    @property
+    def boxes(self) -> list[list[float]]:
+        n = len(self.concepts)
+        top, bottom = (0.2, 0.85) if n < 3 else (0.25, 0.8)  # the world puts things of 3-thing pictures smaller
+        return [[top, round(k / n, 4), bottom, round((k + 1) / n, 4)] for k in range(n)]
+
+    def prompt(self, names: dict[str, str]) -> str:
+        """The whole picture's caption in the world's words, each concept written as ``names[concept]``."""
+        return caption(Scene(self.background, tuple(concept_thing(c) for c in self.concepts)), names)
+
+
+Signature = frozenset  # of (class, colour) readings
+
+
+def reading(image, box: list[float] | None = None) -> tuple[str, str]:
+    found = detect(np.asarray(image), box)
+    return found["class"], found["colour"]
+
+
+def signature(concept: str, count: int = 24, share: float = 0.15) -> Signature:
+    """The (class, colour) readings the detector gives on at least ``share`` of ``count`` real single pictures of
+    ``concept`` (held-out places and backgrounds): a two-colour design can read as either colour (heartcube: red
+    heart or its pink read as purple), so a signature is a set."""
+    rng = random.Random(f"signature-{concept}")
+    readings = Counter(reading(render(Scene(rng.choice(sorted(BACKGROUNDS)), place(rng, [concept_thing(concept)])),
+                                      seed=700_000 + k)[0]) for k in range(count))
+    return frozenset(r for r, n in readings.items() if n >= share * count and r[0] != "none")
+
+
+def real_pictures(layout: Layout, count: int) -> list[Image.Image]:
+    """Real world pictures of ``layout`` (the concepts' own designs, the world's placement)."""
+    rng = random.Random(f"layout-{layout.name}")
+    return [render(Scene(layout.background, place(rng, [concept_thing(c) for c in layout.concepts])),
+                   seed=800_000 + k)[0] for k in range(count)]
+
+
+def box_hits(images: list, layout: Layout, signatures: dict[str, Signature]) -> list[list[bool]]:
+    """Per image, per box: does the detector read one of the box's concept's signature there?"""
+    return [[reading(image, box) in signatures[c] for c, box in zip(layout.concepts, layout.boxes)]
+            for image in images]
+
+
+def summarise(hits: list[list[bool]]) -> dict[str, float]:
+    """``boxes``: share of boxes showing their concept; ``all``: share of pictures where every box does."""
+    flat = [h for row in hits for h in row]
+    return {"boxes": float(np.mean(flat)) if flat else float("nan"),
+            "all": float(np.mean([all(row) for row in hits])) if hits else float("nan")}
