@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
 import numpy as np
 
-from .scenes import CLASSES, COLOURS, PATTERNS, Scene, Thing, caption, random_scene, render
+from .scenes import CLASSES, COLOURS, PATTERNS, Scene, caption, random_scene, render
 
 TWIN_CHANGES = {"cls": 0.5, "colour": 0.3, "pattern": 0.2}  # which attribute of one thing a twin changes
 
@@ -18,7 +19,7 @@ def twin(scene: Scene, rng: random.Random) -> Scene:
     thing, attribute = scene.things[k], rng.choices(list(TWIN_CHANGES), weights=list(TWIN_CHANGES.values()))[0]
     choices = {"cls": CLASSES, "colour": sorted(COLOURS), "pattern": PATTERNS}[attribute]
     new = rng.choice([c for c in choices if c != getattr(thing, attribute)])
-    changed = Thing(**{**thing.__dict__, attribute: new})
+    changed = dataclasses.replace(thing, **{attribute: new})
     return Scene(scene.background, scene.things[:k] + (changed,) + scene.things[k + 1:])
 
 
