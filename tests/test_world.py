@@ -4,6 +4,7 @@ and a base model in SD 1.x's layout that loads through from_pretrained."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,27 @@ def test_the_training_scripts_give_the_same_weights_twice(tmp_path):
         first, second = load_file(tmp_path / "a" / path), load_file(tmp_path / "b" / path)
         assert first.keys() == second.keys()
         assert all(torch.equal(first[k], second[k]) for k in first), path
+
+
+def test_the_demo_configs_name_the_concepts_the_demo_tunes():
+    """scripts/demo.sh tunes two concepts; the fusion, regional scene and evaluation configs must all name those
+    two (a concept renamed in one place would fail the demo half-way, after minutes of tuning)."""
+    import re
+
+    import yaml
+
+    from conftest import REPO
+    from mos_lightning.data.scenes import parse_scene
+
+    tuned = set(re.search(r'WORLD_CONCEPTS:-([a-z ]+)}', (REPO / "scripts/demo.sh").read_text()).group(1).split())
+    assert len(tuned) == 2 and tuned <= set(CONCEPTS)
+    fusion = yaml.safe_load((REPO / "configs/world/fusion.yaml").read_text())
+    assert {Path(c["path"]).parent.name for c in fusion["data"]["init_args"]["concepts"]} == tuned
+    evaluation = yaml.safe_load((REPO / "configs/world/eval.yaml").read_text())
+    assert {c["name"] for c in evaluation["data"]["init_args"]["concepts"]} == tuned
+    assert set(evaluation["model"]["init_args"]["methods"][0]["edloras"]) == tuned
+    scene_file = REPO / "configs/world/scenes/two.yaml"
+    for index, raw in enumerate(yaml.safe_load(scene_file.read_text())["scenes"]):
+        scene = parse_scene(raw, scene_file.parent, index)
+        named = {name for region in scene.regions for name in re.findall(r"<([a-z]+)>", region.prompt)}
+        assert named == tuned and set(re.findall(r"<([a-z]+)>", scene.prompt)) == tuned
