@@ -93,6 +93,17 @@ def results_dir(trainer, pl_module, stage: str) -> str | None:
     return getattr(pl_module.hparams, "output_dir", None)
 
 
+def check_checkpoint_file(path: Path) -> None:
+    """``--ckpt_path`` takes a Lightning checkpoint; an ED-LoRA (safetensors) given there failed with an unpickling
+    error that advised ``weights_only=False``: say what the file is and what to give instead."""
+    with path.open("rb") as f:
+        head = f.read(9)  # safetensors: an 8-byte header length, then the JSON header
+    if path.suffix == ".safetensors" or (len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") < 10**8):
+        raise ValueError(f"--ckpt_path {path} is a safetensors file (an ED-LoRA or statistics file), not a training "
+                         "checkpoint: resume from a .ckpt under <trainer.default_root_dir>/…/checkpoints/, or sample "
+                         "the ED-LoRA with `mos-lightning predict --config configs/sample/edlora.yaml`")
+
+
 class MosLightningCLI(LightningCLI):
     """LightningCLI that refuses a subcommand a task does not run under (a task's ``subcommands``), by name, and
     resumes with the command line's settings (see :meth:`_parse_ckpt_path`)."""
@@ -105,6 +116,8 @@ class MosLightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         model = self.config[subcommand].get("model") if ckpt_path else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            check_checkpoint_file(Path(ckpt_path))
         if not ckpt_path or not Path(ckpt_path).is_file() or model is None:
             return super()._parse_ckpt_path()
         saved = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}))

@@ -9,6 +9,7 @@ task (:class:`mos_lightning.tasks.EDLoRATask`) adds the optimiser, logging, chec
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -242,9 +243,22 @@ class EDLoRAModel(nn.Module):
                 layer.lora_A[ADAPTER].weight.copy_(a)
                 layer.lora_B[ADAPTER].weight.copy_(b)
 
+    #: Names (prefixes) of a subclass's extra trainable parameters that its :meth:`export` folds into the file.
+    folded_in_export: tuple[str, ...] = ()
+
+    def unexported_parameters(self) -> list[str]:
+        """Trainable parameters an ED-LoRA file does not hold (only embeddings and LoRA A/B pairs): a subclass's own
+        go into those in its :meth:`export` (named in :attr:`folded_in_export`), or they are lost."""
+        return [n for n, p in self.named_parameters() if p.requires_grad and p is not self.concept_tokens.weight
+                and not (".lora_A." in n or ".lora_B." in n) and not n.startswith(self.folded_in_export or ("\0",))]
+
     def export(self, concept_name: str, class_word: str | None = None, base_model: str = "",
                extra: dict | None = None, base_fingerprint: str = "") -> EDLoRA:
-        """The tuned concept as an in-memory :class:`EDLoRA`."""
+        """The tuned concept as an in-memory :class:`EDLoRA` (copies: later training never changes it)."""
+        left_out = self.unexported_parameters()
+        if left_out:
+            warnings.warn(f"the ED-LoRA file does not hold these trainable parameters: {left_out[:5]}; fold them into "
+                          "the LoRA or embeddings in an export() override (EXTENDING.md) or they are lost", stacklevel=2)
         lora = self.lora_rank > 0
         weight = self.concept_tokens.weight.detach().float().cpu()
         return EDLoRA(

@@ -27,9 +27,18 @@ def add_lora(model: nn.Module, targets: Sequence[str], rank: int, alpha: float) 
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The injected LoRA's weights, detached, on CPU, fp32, keyed ``<module>.lora_{A,B}.weight``."""
+    """Copies of the injected LoRA's A/B weights (CPU, fp32), keyed ``<module>.lora_{A,B}.weight``: changing the
+    model afterwards never changes them, and nothing else a peft layer holds (a researcher's extra parameter on it)
+    gets in (see :func:`unexported_lora_tensors`)."""
     state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
-    return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+    return {k: v.detach().to("cpu", torch.float32, copy=True).contiguous() for k, v in state.items()
+            if k.endswith((".lora_A.weight", ".lora_B.weight"))}
+
+
+def unexported_lora_tensors(model: nn.Module) -> list[str]:
+    """What peft's state dict holds besides LoRA A/B pairs (e.g. an extra parameter attached to a LoRA layer)."""
+    state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
+    return sorted(k for k in state if not k.endswith((".lora_A.weight", ".lora_B.weight")))
 
 
 def lora_modules(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

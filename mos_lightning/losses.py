@@ -30,6 +30,10 @@ class LossTerm:
     def __call__(self, output: StepOutput, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    def setup(self, task) -> None:
+        """Called once the task's model is built, before training: read what the term needs from ``task`` — its
+        ``model`` (``tokenizer``, ``text_encoder``, ``concept_tokens``), ``concept_class_word``, ``hparams``."""
+
 
 def term_names(terms: list[LossTerm]) -> list[str]:
     """Each term's ``name`` for logging, numbered where several terms share one."""

@@ -112,14 +112,14 @@ def _regional_section(root: Path) -> str:
 
 def _bars(rows: list[tuple[str, float, float]]) -> str:
     """Horizontal bars, fused (blue) against the naive merge (grey), for (label, fused, naive) rows."""
-    top = max([v for _, a, b in rows for v in (a, b)] + [1e-9])
+    top = max([abs(v) for _, a, b in rows for v in (a, b)] + [1e-9])
     height, width, left = 22 * len(rows) * 2 + 30, 640, 220
     items = []
     for k, (label, fused, naive) in enumerate(rows):
         y = 10 + 44 * k
         items.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(label)}</text>')
         for j, (value, colour) in enumerate(((fused, "#3b6fd8"), (naive, "#aaa"))):
-            w = (width - left - 80) * value / top
+            w = (width - left - 80) * max(value, 0.0) / top  # a negative score draws no bar, its number shows
             items.append(f'<rect x="{left}" y="{y + 20 * j}" width="{w:.1f}" height="16" fill="{colour}"/>')
             items.append(f'<text x="{left + w + 4:.1f}" y="{y + 20 * j + 12}" font-size="11">{value:.4f}</text>')
     legend = (f'<text x="{left}" y="{height - 4}" font-size="11" fill="#3b6fd8">fused</text>'
@@ -131,21 +131,30 @@ def _fusion_section(root: Path) -> str:
     reports = [p for p in sorted(root.rglob("fusion_report.json")) if p.parent.name != "model"]
     if not reports:
         return ""
-    parts = ["<h2>Fusion</h2>", '<p class="note">Relative error of the fused model against each concept\'s own '
-             "model (lower is better), beside the naive merge of the same ED-LoRAs.</p>"]
+    parts = ["<h2>Fusion</h2>"]
     for path in reports:
         report = json.loads(path.read_text())
         solver = report.get("solver", {})
         solver = solver.get("class_path", solver) if isinstance(solver, dict) else solver
         parts.append(f"<h3>{html.escape(path.parent.relative_to(root).as_posix() or '.')} "
                      f"({len(report.get('concepts', []))} concepts, {html.escape(str(solver))})</h3>")
+        fidelity = report.get("fidelity", {})
+        held_out = [(name, f["held_out"]["fused"]["net"], f["held_out"]["naive"]["net"]) for name, f in fidelity.items()
+                    if "held_out" in f]
+        if held_out:  # the number that tracks identity: lead with it
+            parts += ['<p class="note">Identity on held-out prompts and seeds, sampled with guidance as you sample '
+                      "(higher is better): the share of each concept's LoRA effect on its pictures that the model "
+                      "reproduces, less half of what it adds besides (1 = the concept's own model; 0 = as if its LoRA "
+                      "were dropped), beside the naive merge of the same ED-LoRAs.</p>", _bars(held_out)]
         rows = [(f"{name} · {part}", f[part]["fused"], f[part]["naive"])
-                for name, f in report.get("fidelity", {}).items() for part in ("text_encoder", "unet")]
+                for name, f in fidelity.items() for part in ("text_encoder", "unet")]
         base = report.get("base_preservation")
         if base:
             rows += [(f"base (no concept) · {part}", base["fused"][part], base["naive"][part])
                      for part in ("text_encoder", "unet")]
-        parts.append(_bars(rows))
+        parts += ['<p class="note">Diagnostics: relative error against each concept\'s own model on the statistics\' '
+                  "own prompts and seeds, without guidance (lower is better), and against the base on prompts "
+                  "without concepts.</p>", _bars(rows)]
     return "\n".join(parts)
 
 

@@ -55,18 +55,47 @@ def test_regional_attention_mixes_by_box_at_the_level_of_one_call():
 
 
 @pytest.mark.parametrize("height,width", [(64, 64), (512, 512), (72, 40), (520, 776)])
-def test_boxes_cover_themselves_at_every_feature_resolution(height, width):
+def test_boxes_cover_their_cells_at_every_feature_resolution(height, width):
     g = torch.Generator().manual_seed(height + width)
     for _ in range(20):
         top, bottom = sorted(torch.rand(2, generator=g).tolist())
         left, right = sorted(torch.rand(2, generator=g).tolist())
         for h, w in feature_sizes(math.ceil(height / 8), math.ceil(width / 8), levels=3):
-            mask = feature_mask((top, left, bottom, right), h, w)
-            # cell (i, j) belongs to the mask exactly when it overlaps the box
+            box = (top, left, bottom, right)
+            # outward: cell (i, j) is in the mask exactly when it overlaps the box (never empty)
             rows = [(i / h < bottom) and ((i + 1) / h > top) for i in range(h)]
             cols = [(j / w < right) and ((j + 1) / w > left) for j in range(w)]
             expected = torch.tensor(rows)[:, None] & torch.tensor(cols)[None]
-            assert mask.any() and torch.equal(mask, expected), (h, w, top, left, bottom, right)
+            mask = feature_mask(box, h, w, "outward")
+            assert mask.any() and torch.equal(mask, expected), (h, w, box)
+            # inward (the reference): exactly when it lies wholly inside the box
+            rows = [(i >= top * h) and (i + 1 <= bottom * h) for i in range(h)]
+            cols = [(j >= left * w) and (j + 1 <= right * w) for j in range(w)]
+            expected = torch.tensor(rows)[:, None] & torch.tensor(cols)[None]
+            assert torch.equal(feature_mask(box, h, w), expected), (h, w, box)
+
+
+def test_a_box_off_the_feature_grid_reads_its_prompt_where_the_reference_does():
+    """The reference (``RegionT2I_AttnProcessor.region_rewrite``) gives a region the cells ``ceil(start · size)`` to
+    ``floor(end · size)``: for [0.3, 0.1, 0.9, 0.6], rows 3–6 × columns 1–3 of 8×8, row 2 × column 1 of 4×4, and
+    nothing of 2×2, where the whole map reads the global prompt."""
+    box = (0.3, 0.1, 0.9, 0.6)
+    cells = {size: torch.nonzero(feature_mask(box, size, size)).tolist() for size in (8, 4, 2)}
+    assert cells[8] == [[r, c] for r in range(3, 7) for c in range(1, 4)]
+    assert cells[4] == [[2, 1]] and cells[2] == []
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, cross_attention_dim=C, heads=2, dim_head=8)
+    glob, region = torch.randn(1, LAYERS * T, C), torch.randn(1, LAYERS * T, C)
+    for size in (4, 2):  # a 32×32 image: latent 4×4 (level 0), 2×2 (level 1)
+        hidden = torch.randn(1, size * size, 16)
+        layout = RegionLayout([box], 32, 32)
+        out = RegionalCrossAttnProcessor(1, LAYERS, layout)(attn, hidden, torch.cat([glob, region], dim=1))[0]
+        plain = RegionalCrossAttnProcessor(1, LAYERS, RegionLayout([], 32, 32))(attn, hidden, glob)[0]
+        inside = feature_mask(box, size, size).flatten()
+        torch.testing.assert_close(out[~inside], plain[~inside])
+        assert inside.sum() == (1 if size == 4 else 0)
+        if inside.any():
+            assert not torch.allclose(out[inside], plain[inside])
 
 
 @pytest.fixture(scope="module")
@@ -204,12 +233,17 @@ def test_adapter_weights_per_region(pipe):
     plain = regional.adapter_states([AdapterCondition(pose, condition, 0.5)], 64, 64)
     same = regional.adapter_states([AdapterCondition(pose, condition, 0.5, [((0, 0, 32, 32), 0.5)])], 64, 64)
     boxed = regional.adapter_states([AdapterCondition(pose, condition, 0.5, [((0, 0, 32, 32), 0.0)])], 64, 64)
-    for p, s, b in zip(plain, same, boxed):
+    touched = RegionalPipeline(pipe, "outward").adapter_states(
+        [AdapterCondition(pose, condition, 0.5, [((0, 0, 32, 32), 0.0)])], 64, 64)
+    for p, s, b, t in zip(plain, same, boxed, touched):
         h, w = p.shape[-2:]
         assert torch.equal(p, s)
-        half_h, half_w = max(h // 2, 1), max(w // 2, 1)  # a box covers every cell it touches (1×1: all)
+        half_h, half_w = h // 2, w // 2  # inward (the reference): the cells wholly inside the box (1×1: none)
         assert torch.all(b[..., :half_h, :half_w] == 0)  # the box's cells are switched off
         assert torch.equal(b[..., half_h:, :], p[..., half_h:, :]) and torch.equal(b[..., :, half_w:], p[..., :, half_w:])
+        half_h, half_w = max(h // 2, 1), max(w // 2, 1)  # outward: every cell the box touches (1×1: all)
+        assert torch.all(t[..., :half_h, :half_w] == 0)
+        assert torch.equal(t[..., half_h:, :], p[..., half_h:, :]) and torch.equal(t[..., :, half_w:], p[..., :, half_w:])
 
 
 def test_condition_regions_are_parsed_and_checked(tmp_path):
@@ -226,3 +260,16 @@ def test_condition_regions_are_parsed_and_checked(tmp_path):
     raw["conditions"][0]["regions"] = [{"box": [0, 0, 2.0, 0.5], "weight": 1}]
     with pytest.raises(ValueError, match="condition 0, region 0: box"):
         check_scenes([parse_scene(raw, tmp_path, 0)], (64, 64), set(), {"pose"}, 8)
+
+
+def test_each_region_reads_its_own_negative_prompt_in_the_negative_branch(pipe, monkeypatch):
+    """With CFG the negative branch has the same layout: the global negative, then each region's own negative prompt
+    (a region without one takes the scene's)."""
+    seen = []
+    regional = RegionalPipeline(pipe)
+    encode = regional.encode_contexts
+    monkeypatch.setattr(regional, "encode_contexts", lambda prompts: seen.append(list(prompts)) or encode(prompts))
+    regions = [Region("a <cat>", (0, 0, 64, 32), negative_prompt="blurry cat"), Region("a <dog>", (0, 32, 64, 64))]
+    regional("a cat and a dog", regions, negative_prompt="low quality", height=64, width=64, num_inference_steps=1,
+             generator=torch.Generator().manual_seed(0))
+    assert seen == [["a cat and a dog", "a <cat>", "a <dog>"], ["low quality", "blurry cat", "low quality"]]

@@ -27,7 +27,10 @@ def fake_results(root):
     save_png(root / "regional/0000-two/seed000000.png", image(64, 64),
              {"context_prompt": "a ball and a box", "regions": "a <redball> @ [0, 0, 0.5, 1]"})
     save_png(root / "regional/0000-two/seed000000.boxes.png", image(64, 64), {})
-    fidelity = {"redball": {"text_encoder": {"fused": 0.001, "naive": 0.01}, "unet": {"fused": 0.002, "naive": 0.1}}}
+    held_out = {"fused": {"kept": 0.9, "stray": 0.2, "error": 0.22, "net": 0.8125},
+                "naive": {"kept": 0.7, "stray": 1.5, "error": 1.53, "net": -0.05}}
+    fidelity = {"redball": {"held_out": held_out, "text_encoder": {"fused": 0.001, "naive": 0.01},
+                            "unet": {"fused": 0.002, "naive": 0.1}}}
     report = {"solver": {"class_path": "mos_lightning.fusion.solvers.ClosedForm"}, "concepts": [{"name": "redball"}],
               "fidelity": fidelity, "base_preservation": {"fused": {"text_encoder": 0.02, "unet": 0.1},
                                                           "naive": {"text_encoder": 0.04, "unet": 0.3}}}
@@ -43,6 +46,8 @@ def test_the_page_shows_every_kind_of_result(tmp_path):
     for expected in ("While tuning", "step000060", "a photo of tok", "a ball and a box", "Fusion", "redball · unet",
                      "base (no concept) · unet", "0.1000", "<td>image_alignment</td>", "ClosedForm"):
         assert expected in page, expected
+    # the held-out identity leads the fusion section: its numbers come before the in-sample diagnostics
+    assert "0.8125" in page and "-0.0500" in page and page.index("0.8125") < page.index("Diagnostics")
     links = re.findall(r'src="([^"]+)"', page)
     assert len(links) == 4 and all((tmp_path / link).is_file() for link in links)
 

@@ -176,32 +176,49 @@ def test_the_claims_run_asks_the_command_line_for_the_methods_it_names(tmp_path)
     """Each stage of ``python -m mos_lightning.world.claims`` is a real ``mos-lightning`` command: parsed here,
     the baselines are what the table calls them (LoRA = one shared embedding, P+ = no LoRA) and the fusions use
     the solvers their rows name."""
+    import json
+
     import yaml
 
     from mos_lightning.cli import build_cli
-    from mos_lightning.fusion import LBFGS, ClosedForm, NaiveSum
+    from mos_lightning.components import describe
+    from mos_lightning.fusion import LBFGS, NaiveSum, default_solver
     from mos_lightning.world.claims import Claims
 
     claims = Claims(tmp_path, ["starbox", "bandball"], [1], 5, "demo/world/clip", "demo/world/base")
     tuned = {name: build_cli(args[1:] + ["--trainer.logger", "false"], run=False)
              for name, args in claims.tune_commands().items()}
-    assert len(tuned) == 6
+    assert len(tuned) == 8
     for concept in ("starbox", "bandball"):
-        ed, lora, plus = (tuned[f"tune {m} {concept}"].model.hparams for m in ("ed-lora", "lora", "p-plus"))
-        assert (ed.layerwise, ed.lora_rank, ed.fusion_stats) == (True, 4, True)
-        assert (lora.layerwise, lora.lora_rank, lora.fusion_stats) == (False, 4, False)
+        ed, lora, plus, strong = (tuned[f"tune {m} {concept}"].model.hparams
+                                  for m in ("ed-lora", "lora", "p-plus", "ed-lora-strong"))
+        assert (ed.layerwise, ed.lora_rank) == (True, 4) and (lora.layerwise, lora.lora_rank) == (False, 4)
         assert (plus.layerwise, plus.lora_rank) == (True, 0)
+        assert (strong.unet_lr, strong.text_encoder_lr) == (5 * ed.unet_lr, 5 * ed.text_encoder_lr)
         assert tuned[f"tune ed-lora {concept}"].trainer.max_steps == 5
     fused = {name: build_cli(args[1:] + ["--trainer.logger", "false"], run=False).model
              for name, args in claims.fuse_commands().items()}
-    assert {name: type(task.solver) for name, task in fused.items()} == {
-        "fuse closed-form": ClosedForm, "fuse naive": NaiveSum, "fuse l-bfgs": LBFGS}
-    config = claims.eval_config()
-    config.pop("verbose")  # a `test`-only option; run=False parses without a subcommand
-    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
-    evaluation = build_cli(["--config", str(tmp_path / "eval.yaml")], run=False).model
-    assert [m.name for m in evaluation.methods] == ["ed-lora", "lora", "p-plus", "fused-closed-form", "fused-naive",
-                                                     "fused-l-bfgs", "bound"]
+    solvers = {name: describe(task.solver) for name, task in fused.items()}
+    assert len(solvers) == 8
+    assert solvers["fuse weak default"] == solvers["fuse strong default"] == describe(default_solver())
+    assert solvers["fuse weak exact"]["init_args"] == {"ridge": 1e-5, "towards": "base"}
+    assert type(fused["fuse strong naive"].solver) is NaiveSum and type(fused["fuse weak l-bfgs"].solver) is LBFGS
+    strong_files = {c["path"] for c in json.loads(claims.fuse_commands()["fuse strong naive"][-1])}
+    assert all("/ed-lora-strong/" in f for f in strong_files)
+    held_out = claims.eval_config(claims.single_methods(["ed-lora"]), "configs/world/prompts/held_out.yaml",
+                                  claims.held_out_seeds, "eval-held-out")
+    held_out.pop("verbose")  # a `test`-only option; run=False parses without a subcommand
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(held_out))
+    evaluation = build_cli(["--config", str(tmp_path / "eval.yaml")], run=False)
+    assert [m.name for m in evaluation.model.methods] == ["ed-lora"]
+    # the held-out evaluation shares neither prompts nor seeds with the fusion statistics
+    from conftest import REPO
+
+    fusion = yaml.safe_load((REPO / "configs/world/fusion.yaml").read_text())["model"]["init_args"]
+    assert not set(claims.held_out_seeds) & set(fusion["spatial_seeds"])
+    groups = yaml.safe_load((REPO / "configs/world/prompts/held_out.yaml").read_text())
+    prompts = [p for group in groups.values() for p in group]
+    assert not set(prompts) & set(fusion["spatial_prompts"] + fusion["text_prompts"])
 
 
 def test_the_training_scripts_give_the_same_weights_twice(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +45,22 @@ def box_fractions(box, height: int, width: int) -> tuple[float, float, float, fl
     return top, left, bottom, right
 
 
-def feature_mask(fractions: tuple[float, float, float, float], h: int, w: int) -> torch.Tensor:
-    """Boolean ``[h, w]`` mask of the feature cells a box touches: rounded outwards, so it is never empty
-    and covers the whole box at every resolution."""
+BoxRounding = Literal["inward", "outward"]
+
+
+def feature_mask(fractions: tuple[float, float, float, float], h: int, w: int,
+                 rounding: BoxRounding = "inward") -> torch.Tensor:
+    """Boolean ``[h, w]`` mask of the feature cells of a box. ``inward`` (the reference's rule): the cells wholly
+    inside the box — a small box can have none at a coarse resolution, where the global prompt then holds;
+    ``outward``: every cell the box touches — never empty, covers the whole box at every resolution."""
     top, left, bottom, right = fractions
     mask = torch.zeros(h, w, dtype=torch.bool)
-    mask[math.floor(top * h) : math.ceil(bottom * h), math.floor(left * w) : math.ceil(right * w)] = True
+    if rounding == "inward":
+        mask[math.ceil(top * h) : math.floor(bottom * h), math.ceil(left * w) : math.floor(right * w)] = True
+    elif rounding == "outward":
+        mask[math.floor(top * h) : math.ceil(bottom * h), math.floor(left * w) : math.ceil(right * w)] = True
+    else:
+        raise ValueError(f"box rounding must be 'inward' or 'outward', got {rounding!r}")
     return mask
 
 
@@ -65,8 +76,10 @@ def feature_sizes(latent_h: int, latent_w: int, levels: int = 6) -> list[tuple[i
 class RegionLayout:
     """Region boxes of one image and their masks at each feature resolution (cached)."""
 
-    def __init__(self, boxes: list[tuple[float, float, float, float]], height: int, width: int, vae_scale: int = 8):
+    def __init__(self, boxes: list[tuple[float, float, float, float]], height: int, width: int, vae_scale: int = 8,
+                 rounding: BoxRounding = "inward"):
         self.fractions = [box_fractions(b, height, width) for b in boxes]
+        self.rounding = rounding
         self.latent = (height // vae_scale, width // vae_scale)
         self._weights: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -86,7 +99,7 @@ class RegionLayout:
         key = (tokens, device, dtype)
         if key not in self._weights:
             h, w = self.size_of(tokens)
-            masks = torch.stack([feature_mask(f, h, w).flatten() for f in self.fractions]).float() \
+            masks = torch.stack([feature_mask(f, h, w, self.rounding).flatten() for f in self.fractions]).float() \
                 if self.fractions else torch.zeros(0, tokens)  # [K, N]
             count = masks.sum(0)
             regional = masks / count.clamp_min(1)

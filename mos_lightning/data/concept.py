@@ -115,6 +115,22 @@ def scan_concept(source: ConceptSource, placeholder: str, require_placeholder: b
     return items
 
 
+# the reference's concept-list keys (class_* are its DreamBooth-era prior-preservation keys, read and ignored)
+CONCEPT_LIST_KEYS = ("instance_prompt", "instance_data_dir", "caption_dir", "mask_dir", "class_prompt", "class_data_dir")
+
+
+def refuse_unknown_keys(entry: dict, known, where: str) -> None:
+    """A misspelt key would be ignored silently (every caption then ``<TOK>``): refuse it by name, with the likely
+    intended key."""
+    import difflib
+
+    unknown = sorted(set(entry) - set(known))
+    if unknown:
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1)) else repr(k)
+                 for k in unknown]
+        raise ValueError(f"{where}: unknown key(s) {', '.join(hints)}; known keys: {', '.join(known)}")
+
+
 def read_concept_list(path: str | Path) -> list[ConceptSource]:
     """Read the reference implementation's concept-list JSON; relative paths resolve against its folder."""
     path = Path(path)
@@ -138,6 +154,7 @@ def read_concept_list(path: str | Path) -> list[ConceptSource]:
 
     sources = []
     for i, e in enumerate(entries):
+        refuse_unknown_keys(e, CONCEPT_LIST_KEYS, f"entry {i} of {path}")
         if "instance_data_dir" not in e:
             raise ValueError(f"entry {i} of {path} has no 'instance_data_dir'")
         sources.append(

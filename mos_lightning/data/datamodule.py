@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -97,10 +98,15 @@ class ConceptDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        if len(self.dataset) < self.hparams.batch_size:
-            rank_zero_warn(f"batch_size {self.hparams.batch_size} is larger than the {len(self.dataset)} images: every "
-                           f"batch holds {len(self.dataset)} samples; lower batch_size (or accumulate_grad_batches) to "
-                           "train at the batch you mean")
+        trainer = getattr(self, "trainer", None)
+        processes = max(1, trainer.world_size) if trainer is not None else 1
+        share = math.ceil(len(self.dataset) / processes)  # what each process's distributed sampler hands it
+        if share < self.hparams.batch_size:
+            where = (f"the {len(self.dataset)} images" if processes == 1 else
+                     f"each of the {processes} processes' {share} of the {len(self.dataset)} images")
+            rank_zero_warn(f"batch_size {self.hparams.batch_size} is larger than {where}: every batch holds {share} "
+                           "samples; lower batch_size (or accumulate_grad_batches, or use fewer devices) to train at "
+                           "the batch you mean")
         # more workers than CPUs only contend (and torch warns): cap at what this process may use
         workers = min(self.hparams.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else os.cpu_count() or 1)
@@ -108,7 +114,7 @@ class ConceptDataModule(pl.LightningDataModule):
             self.dataset,
             batch_size=self.hparams.batch_size,
             shuffle=True,
-            drop_last=len(self.dataset) >= self.hparams.batch_size,
+            drop_last=share >= self.hparams.batch_size,  # never drop a process's only batch: it would train nothing
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),

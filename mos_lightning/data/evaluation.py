@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from ..defaults import PLACEHOLDER
 from .concept import IMAGE_SUFFIXES, open_image
 from .eval_prompts import GROUPS, PAPER_PROMPTS
-from .prompts import read_prompts, slug
+from .prompts import check_seeds, read_prompts, slug
 from .sharding import ShardedItems
 
 
@@ -132,7 +132,7 @@ class EvalDataModule(pl.LightningDataModule):
         names = [c.name for c in self.specs]
         if len(set(names)) != len(names):
             raise ValueError(f"concept names must be unique, got {names}")
-        self.seeds = list(seeds) if seeds else list(range(1, 51))
+        self.seeds = check_seeds(list(seeds) if seeds else list(range(1, 51)), "data.init_args.seeds")
         self.prompts_per_group = prompts_per_group
         self.batch_size = batch_size
         self.items: list[EvalItem] = []

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from ..fusion.concepts import ConceptSpec, FusionConcept, load_concepts
+from .concept import refuse_unknown_keys
 from .sharding import ShardedItems
 
 
@@ -65,7 +66,9 @@ def read_reference_concept_list(path: str) -> tuple[list[ConceptSpec], dict[str,
     if not isinstance(entries, list) or not all(isinstance(e, dict) and "lora_path" in e for e in entries):
         raise ValueError(f"concept_list {path} must be a JSON list of objects with a lora_path each")
     specs, tokens = [], {}
-    for entry in entries:
+    for i, entry in enumerate(entries):
+        refuse_unknown_keys(entry, ("lora_path", "unet_alpha", "text_encoder_alpha", "concept_name"),
+                            f"entry {i} of {path}")
         file = Path(entry["lora_path"])
         file = file if file.is_absolute() or not (folder / file).exists() else folder / file
         specs.append(ConceptSpec(str(file), float(entry.get("unet_alpha", 1.0)),

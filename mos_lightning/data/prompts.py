@@ -62,6 +62,17 @@ class SampleItem:
         return f"{self.folder}/seed{self.seed:06d}.png"
 
 
+MAX_SEED = 2**64 - 1  # a torch.Generator's seed is an unsigned 64-bit number
+
+
+def check_seeds(seeds, option: str) -> list[int]:
+    """``seeds`` as ints, or a clear error naming ``option`` for one a generator cannot take (before any model loads)."""
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
+    if bad:
+        raise ValueError(f"{option}: seeds must be whole numbers from 0 to 2**64 - 1, got {bad[:3]}")
+    return list(seeds)
+
+
 def sample_items(prompts: list[str], seeds: list[int]) -> list[SampleItem]:
     """Every prompt with every seed (the paper: 20 prompts × seeds 1..50), prompt-major."""
     return [SampleItem(p, i, s) for i, p in enumerate(prompts) for s in seeds]
@@ -154,7 +165,8 @@ class PromptDataModule(ImageItemsDataModule):
         if not all(p.strip() for p in prompts or []):
             raise ValueError("prompts must not be empty strings")
         self._prompts, self.prompt_file = list(prompts or []), prompt_file
-        self.seeds = list(seeds) if seeds else [seed + k for k in range(num_samples)]
+        self.seeds = check_seeds(list(seeds) if seeds else [seed + k for k in range(num_samples)],
+                                 "data.init_args.seeds (or seed + num_samples)")
         self.batch_size = batch_size
         self.output_dir = Path(output_dir)
         self.skip_existing = skip_existing

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from ..attention.regions import Region, box_fractions
-from .prompts import ImageItemsDataModule, SampleItem
+from .prompts import ImageItemsDataModule, SampleItem, check_seeds
 
 CONCEPT_REFERENCE = re.compile(r"<[^<>\s]+>")
 
@@ -84,7 +84,7 @@ def parse_scene(raw: dict, base_dir: Path, index: int) -> Scene:
         conditions.append(Condition(str(c.get("adapter", "")), str(image), float(c.get("weight", 1.0)),
                                     region_weights))
     return Scene(str(raw["name"]), str(raw["prompt"]), regions, raw.get("negative_prompt"), raw.get("height"),
-                 raw.get("width"), list(raw.get("seeds") or [0]), conditions)
+                 raw.get("width"), check_seeds(list(raw.get("seeds") or [0]), f"{where}: seeds"), conditions)
 
 
 def read_scenes(path: str | Path) -> list[Scene]:

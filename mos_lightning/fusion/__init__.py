@@ -11,13 +11,13 @@ from .concepts import ConceptSpec, FusionConcept, load_concepts
 from .fuser import ConceptRecord, Fuser, FusionSettings
 from .grams import ConceptGrams, FusionSums, GramRecorder, all_reduce_sums
 from .run import FusionResult, run_fusion
-from .solvers import (LBFGS, ClosedForm, FusionSolver, LayerProblem, NaiveAverage, NaiveSum, closed_form, lbfgs,
-                      naive_merge, objective)
+from .solvers import (LBFGS, ClosedForm, ConceptTerm, FusionSolver, KeepBase, LayerProblem, NaiveAverage, NaiveSum,
+                      PerLayer, SolverRule, closed_form, default_solver, lbfgs, naive_merge, objective)
 from .weights import STAGES, FusionWeights
 
 __all__ = [
-    "LBFGS", "STAGES", "ClosedForm", "ConceptGrams", "ConceptRecord", "ConceptSpec", "Fuser", "FusionConcept",
-    "FusionResult", "FusionSettings", "FusionSolver", "FusionSums", "FusionWeights", "GramRecorder", "LayerProblem",
-    "NaiveAverage", "NaiveSum", "all_reduce_sums", "closed_form", "lbfgs", "load_concepts", "naive_merge",
-    "objective", "run_fusion",
+    "LBFGS", "STAGES", "ClosedForm", "ConceptGrams", "ConceptRecord", "ConceptSpec", "ConceptTerm", "Fuser",
+    "FusionConcept", "FusionResult", "FusionSettings", "FusionSolver", "FusionSums", "FusionWeights", "GramRecorder",
+    "KeepBase", "LayerProblem", "NaiveAverage", "NaiveSum", "PerLayer", "SolverRule", "all_reduce_sums", "closed_form",
+    "default_solver", "lbfgs", "load_concepts", "naive_merge", "objective", "run_fusion",
 ]

@@ -26,27 +26,29 @@ import torch
 from tqdm.auto import tqdm
 
 from ..attention import cross_attention_layers, install_layerwise_processors, num_cross_attention_layers
-from ..defaults import PLACEHOLDER
+from ..defaults import NEGATIVE_PROMPT, PLACEHOLDER
 from ..edlora_file import ConceptInfo, EDLoRA
 from ..models import check_compatible
 from ..pipelines import EDLoRAPipeline, make_scheduler
 from ..tokens import encode_prompts, tokenize
 from .concepts import FusionConcept
 from .fidelity import Reference, record_trajectory, relative_error
-from .solvers import ClosedForm, FusionSolver, LayerProblem, naive_merge, objective
+from .solvers import ConceptTerm, FusionSolver, LayerProblem, default_solver, naive_merge, objective
 from .grams import ConceptGrams, FusionSums, GramRecorder
 from .weights import STAGES, FusionWeights, Part
 
 
 # Prompts without any concept for the base-preservation check: generic subjects, styles and scenes.
 BASE_PROMPTS = ("a photo of a man", "a dog on the grass", "a red car in a city street", "a painting of a house by the sea")
+# Prompts of the held-out identity check: contexts the default statistics prompts ("photo of a <TOK>") never show.
+HELD_OUT_PROMPTS = ("a <TOK> in the garden", "a watercolor painting of a <TOK>")
 
 
 @dataclass
 class FusionSettings:
     """How statistics are gathered and layers solved (defaults: the paper's, with our exact solver)."""
 
-    solver: FusionSolver = field(default_factory=ClosedForm)
+    solver: FusionSolver = field(default_factory=default_solver)
     text_prompts: list[str] = field(default_factory=lambda: ["photo of a <TOK>", "<TOK>"])
     spatial_prompts: list[str] = field(default_factory=lambda: ["photo of a <TOK>"])
     spatial_seeds: list[int] = field(default_factory=lambda: [0])
@@ -59,6 +61,11 @@ class FusionSettings:
     spatial_model: Literal["own", "hybrid"] = "own"  # spatial statistics from the concept's own model, or the reference's
     base_prompts: list[str] = field(default_factory=lambda: list(BASE_PROMPTS))
     stats_dtype: torch.dtype = torch.float64
+    # held-out identity check: prompts and seeds no statistics used, sampled with guidance as a user samples
+    held_out_prompts: list[str] = field(default_factory=lambda: list(HELD_OUT_PROMPTS))
+    held_out_seeds: list[int] = field(default_factory=lambda: [1000, 1001])
+    guidance_scale: float = 7.5
+    negative_prompt: str = NEGATIVE_PROMPT
 
 
 @dataclass
@@ -87,10 +94,14 @@ class Fuser(FusionWeights):
         install_layerwise_processors(pipe.unet)  # direct UNet calls (fidelity) read layer copies too
         pipe.scheduler = make_scheduler(self.settings.scheduler, pipe.scheduler.config)  # the trajectories' sampler
         super().__init__(pipe.text_encoder, pipe.unet, concepts)
-        self.sums = {stage: FusionSums() for stage in STAGES}
+        self.sums = {stage: self.new_sums() for stage in STAGES}
         self.references: dict[int, Reference] = {}
         self.fused: dict[str, dict[str, torch.Tensor]] = {}
         self.naive: dict[str, dict[str, torch.Tensor]] = {}
+
+    def new_sums(self) -> FusionSums:
+        """Empty statistics sums; they keep each concept's terms apart when the solver asks for them."""
+        return FusionSums(keep_concepts=bool(getattr(self.settings.solver, "needs_concept_terms", False)))
 
     def prompts(self, index: int, templates: list[str]) -> list[str]:
         tokens = self.concepts[index].token_string
@@ -164,8 +175,8 @@ class Fuser(FusionWeights):
         """Add a concept's own-model statistics (recorded here or read from its stats file) to the sums."""
         stats_dtype = self.settings.stats_dtype
         self.sums["text_encoder"].add(record.text_encoder.to(self.device), self.concept_deltas(index, "text_encoder"),
-                                      stats_dtype)
-        self.sums["spatial"].add(record.spatial.to(self.device), self.concept_deltas(index, "unet"), stats_dtype)
+                                      stats_dtype, index)
+        self.sums["spatial"].add(record.spatial.to(self.device), self.concept_deltas(index, "unet"), stats_dtype, index)
         self.references[index] = record.reference
 
     def collect(self, index: int) -> None:
@@ -210,7 +221,7 @@ class Fuser(FusionWeights):
             x = states[:, l * width : (l + 1) * width][mask].to(torch.float32)
             grams[names[0]], rows[names[0]] = x.T @ x, x.shape[0]
             group_of.update({n: names[0] for n in names})
-        self.sums["kv"].add(ConceptGrams(grams, rows, group_of), self.concept_deltas(index, "unet"), s.stats_dtype)
+        self.sums["kv"].add(ConceptGrams(grams, rows, group_of), self.concept_deltas(index, "unet"), s.stats_dtype, index)
         return fidelity
 
     # -------------------------------------------------------------- solve
@@ -225,8 +236,11 @@ class Fuser(FusionWeights):
             w0 = self.base[part][name].to(gram.device)
             start = time.perf_counter()
             naive_w = naive_merge(w0, [self.delta_sum[part][name]]).to(gram.device)
-            problem = LayerProblem(name, stage, w0, gram, cross, energy, count, naive_w, len(self.concepts))
-            weight = self.settings.solver(problem).to(gram.device, gram.dtype)
+            terms = ([ConceptTerm(g, d, torch.tensor(n, dtype=gram.dtype)) for g, d, n in sums.concept_terms(name)]
+                     if sums.keep_concepts else None)
+            problem = LayerProblem(name, stage, w0, gram, cross, energy, count, naive_w, len(self.concepts), terms)
+            solver = self.settings.solver.solver_for(problem)
+            weight = solver(problem).to(gram.device, gram.dtype)
             seconds = time.perf_counter() - start
             f, f_naive = (float(objective(w, w0, gram, cross, energy)) for w in (weight, naive_w))
             fused[name], naive[name] = weight.float(), naive_w.float()
@@ -236,7 +250,7 @@ class Fuser(FusionWeights):
                 "layer": name, "rows": int(count), "objective": f, "objective_naive": f_naive, "objective_base": f_base,
                 "relative_residual": math.sqrt(max(f, 0.0) / scale),
                 "relative_residual_naive": math.sqrt(max(f_naive, 0.0) / scale),
-                "seconds": seconds,
+                "seconds": seconds, "solver": type(solver).__name__, **problem.report,
             })
         return rows
 

@@ -83,9 +83,23 @@ class FusionSums:
     cross: dict[str, torch.Tensor] = field(default_factory=dict)
     energy: dict[str, torch.Tensor] = field(default_factory=dict)
     rows: dict[str, torch.Tensor] = field(default_factory=dict)
+    # with keep_concepts, each concept's own Gram matrices (per group) and ΔW (per layer), by concept index
+    keep_concepts: bool = False
+    concept_gram: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    concept_delta: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    concept_rows: dict[int, dict[str, float]] = field(default_factory=dict)
 
-    def add(self, recorder: GramRecorder | "ConceptGrams", deltas: Mapping[str, torch.Tensor], dtype=torch.float64) -> None:
-        """Add one concept's Gram matrices, with ``deltas[layer]`` = that concept's ΔW_i of every recorded layer."""
+    def add(self, recorder: GramRecorder | "ConceptGrams", deltas: Mapping[str, torch.Tensor], dtype=torch.float64,
+            index: int | None = None) -> None:
+        """Add one concept's Gram matrices, with ``deltas[layer]`` = that concept's ΔW_i of every recorded layer;
+        with ``keep_concepts`` they are also kept apart under the concept's ``index``."""
+        if self.keep_concepts:
+            if index is None:
+                raise ValueError("FusionSums(keep_concepts=True).add needs the concept's index")
+            self.concept_gram[index] = {g: v.to(dtype) for g, v in recorder.grams.items()}
+            self.concept_delta[index] = {l: deltas[l].to(dtype=dtype, device=recorder.grams[g].device)
+                                         for l, g in recorder.group_of.items()}
+            self.concept_rows[index] = {g: float(n) for g, n in recorder.rows.items()}
         for layer, group in recorder.group_of.items():
             known = self.group_of.setdefault(layer, group)
             if known != group:
@@ -123,13 +137,38 @@ class FusionSums:
             self.energy.setdefault(layer, torch.zeros((), dtype=dtype, device=device))
 
     def tensors(self) -> list[torch.Tensor]:
-        """Every sum, in a fixed order (for all-reduce across processes)."""
+        """Every sum, in a fixed order (for all-reduce across processes; per-concept terms are gathered instead)."""
         return [d[k] for d in (self.gram, self.cross, self.energy, self.rows) for k in sorted(d)]
 
     def layer(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(S, B, c, n)`` of one layer."""
         group = self.group_of[name]
         return self.gram[group], self.cross[name], self.energy[name], self.rows[group]
+
+    def concept_terms(self, name: str) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """``[(G_i, ΔW_i, rows_i)]`` of one layer, in concept order (needs ``keep_concepts``); a concept that never
+        reached the layer's input has a zero Gram matrix."""
+        if not self.keep_concepts:
+            raise ValueError("per-concept statistics were not kept (FusionSums.keep_concepts)")
+        group = self.group_of[name]
+        gram = self.gram[group]
+        return [(self.concept_gram[i].get(group, torch.zeros_like(gram)).to(gram.device),
+                 self.concept_delta[i][name].to(gram.device), self.concept_rows[i].get(group, 0.0))
+                for i in sorted(self.concept_gram)]
+
+    def gather_concepts(self, gather) -> None:
+        """Every process's per-concept terms on every process, with ``gather(obj) -> [obj per process]``."""
+        if not self.keep_concepts:
+            return
+        device = next(iter(self.gram.values())).device if self.gram else torch.device("cpu")
+        mine = {i: ({k: v.cpu() for k, v in self.concept_gram[i].items()},
+                    {k: v.cpu() for k, v in self.concept_delta[i].items()}, self.concept_rows[i])
+                for i in self.concept_gram}
+        for part in gather(mine):
+            for i, (grams, deltas, rows) in part.items():
+                self.concept_gram[i] = {k: v.to(device) for k, v in grams.items()}
+                self.concept_delta[i] = {k: v.to(device) for k, v in deltas.items()}
+                self.concept_rows[i] = rows
 
 
 @dataclass

@@ -13,11 +13,16 @@ from .fuser import Fuser
 from .run import FusionResult
 
 
+# 2: per-concept ``fidelity[*]["held_out"]`` (held-out guided identity), per-layer ``solver``; older readers ignore both
+REPORT_VERSION = 2
+
+
 def fusion_report(fuser: Fuser, result: FusionResult, solver: dict, settings: dict, base_model: str,
                   world_size: int = 1) -> dict:
     """``fusion_report.json``: the solver (class path and arguments) and settings that made the model, each
     concept, per concept fidelity (fused and naive merge), per layer objectives, timing."""
     return {
+        "format_version": REPORT_VERSION,
         "base_model": base_model,
         "solver": solver,
         "settings": settings,

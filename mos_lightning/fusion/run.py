@@ -17,7 +17,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..distributed import all_gather_objects
-from .fidelity import base_preservation, record_base, text_fidelity, unet_fidelity
+from .fidelity import base_preservation, held_out_scores, record_base, record_held_out, text_fidelity, unet_fidelity
 from .fuser import ConceptRecord, Fuser
 from .grams import FusionSums, all_reduce_sums
 
@@ -42,6 +42,7 @@ def sum_across_processes(sums: FusionSums, dtype: torch.dtype, device: torch.dev
     layer take its shape from the others."""
     if not (dist.is_available() and dist.is_initialized()):
         return
+    sums.gather_concepts(all_gather_objects)
     for layout in all_gather_objects(sums.layout()):
         sums.fill_missing(layout, device, dtype)
 
@@ -57,13 +58,41 @@ def bar(items, description: str, show: bool):
     return tqdm(items, desc=description, disable=not show, leave=False)
 
 
+def solve_stages(fuser: Fuser, indices: Sequence[int], progress: bool = False) -> tuple[dict[str, list[dict]], dict]:
+    """The stages after the concepts' statistics are added: text encoder, then k/v (from the fused text encoder),
+    then the spatial layers; ``(per-stage layer rows, {index: (fused, naive) text-encoder fidelity})``."""
+    dtype, device = fuser.settings.stats_dtype, fuser.device
+    sum_across_processes(fuser.sums["text_encoder"], dtype, device)
+    layers = {"text_encoder": fuser.solve("text_encoder", progress)}
+    fuser.sums["kv"] = fuser.new_sums()  # k/v statistics depend on the fused text encoder: recollected every solve
+    text = {index: (fuser.collect_kv(index), text_fidelity(fuser, index, "naive")) for index in indices}
+    sum_across_processes(fuser.sums["kv"], dtype, device)
+    layers["kv"] = fuser.solve("kv", progress)
+    if fuser.settings.spatial_model == "hybrid":  # the reference's spatial inputs need the fused text encoder and k/v
+        fuser.sums["spatial"] = fuser.new_sums()
+        for index in indices:
+            fuser.sums["spatial"].add(fuser.record_spatial_hybrid(index).to(device), fuser.concept_deltas(index, "unet"),
+                                      dtype, index)
+    sum_across_processes(fuser.sums["spatial"], dtype, device)
+    layers["spatial"] = fuser.solve("spatial", progress)
+    return layers, text
+
+
+def held_out_identity(fuser: Fuser, index: int) -> dict[str, float]:
+    """How much of concept ``index``'s LoRA effect on its pictures the fused model and the naive merge keep, and what
+    they add besides, on held-out prompts and seeds sampled with guidance
+    (:func:`~mos_lightning.fusion.fidelity.held_out_scores`): the report's lead numbers."""
+    reference = record_held_out(fuser, index)
+    return {which: held_out_scores(fuser, reference, {part: getattr(fuser, which)[part] for part in fuser.parts})
+            for which in ("fused", "naive")}
+
+
 def run_fusion(fuser: Fuser, indices: Sequence[int] | None = None, source: RecordSource | None = None,
                progress: bool = False) -> FusionResult:
     """Fuse ``fuser.concepts``; this process gathers the statistics of ``indices`` (default: all of them),
     obtained with ``source`` (default: recorded from each concept's own model)."""
     indices = list(range(len(fuser.concepts)) if indices is None else indices)
     source = source or (lambda index: (fuser.record(index), "recorded"))
-    dtype, device = fuser.settings.stats_dtype, fuser.device
     timing, statistics, start = {}, {}, time.perf_counter()
     for index in bar(indices, "fusion: concept statistics (concepts)", progress):
         record, origin = source(index)
@@ -72,23 +101,13 @@ def run_fusion(fuser: Fuser, indices: Sequence[int] | None = None, source: Recor
     timing["statistics_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    sum_across_processes(fuser.sums["text_encoder"], dtype, device)
-    layers = {"text_encoder": fuser.solve("text_encoder", progress)}
-    text = {index: (fuser.collect_kv(index), text_fidelity(fuser, index, "naive")) for index in indices}
-    sum_across_processes(fuser.sums["kv"], dtype, device)
-    layers["kv"] = fuser.solve("kv", progress)
-    if fuser.settings.spatial_model == "hybrid":  # the reference's spatial inputs need the fused text encoder and k/v
-        fuser.sums["spatial"] = FusionSums()
-        for index in indices:
-            fuser.sums["spatial"].add(fuser.record_spatial_hybrid(index).to(device), fuser.concept_deltas(index, "unet"),
-                                      dtype)
-    sum_across_processes(fuser.sums["spatial"], dtype, device)
-    layers["spatial"] = fuser.solve("spatial", progress)
+    layers, text = solve_stages(fuser, indices, progress)
     timing["solve_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     fidelity = {
         fuser.concepts[index].name: {
+            **({"held_out": held_out_identity(fuser, index)} if fuser.settings.held_out_prompts else {}),
             "text_encoder": {"fused": text[index][0], "naive": text[index][1]},
             "unet": {"fused": unet_fidelity(fuser, index, "fused"), "naive": unet_fidelity(fuser, index, "naive")},
         }

@@ -10,7 +10,9 @@ holding the activations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Literal
 
 import torch
 
@@ -25,16 +27,20 @@ def objective(weight: torch.Tensor, w0: torch.Tensor, gram: torch.Tensor, cross:
     return _change_objective(weight.to(gram.dtype) - w0.to(gram.dtype), gram, cross, energy)
 
 
-def closed_form(w0: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor, ridge: float = 1e-5) -> torch.Tensor:
-    """argmin_W f(W) + λ||W − W0||², i.e. ``W = W0 + Bᵀ (S + λI)^{-1}`` with λ = ``ridge`` · tr(S)/d_in.
+def closed_form(w0: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor, ridge: float = 1e-5,
+                prior: torch.Tensor | None = None) -> torch.Tensor:
+    """argmin_W f(W) + λ||W − P||², i.e. ``W = W0 + (B + λ(P − W0)ᵀ)ᵀ (S + λI)^{-1}`` with λ = ``ridge`` · tr(S)/d_in
+    and the prior P = W0 (default) or e.g. the naive merge.
 
-    Directions the concepts' activations never visit (rank-deficient S) stay at W0, as with gradient
-    solvers started from W0; the small ridge keeps nearly unvisited directions from blowing up.
+    Directions the concepts' activations never visit (rank-deficient S) stay at the prior, as with gradient
+    solvers started from it; the ridge keeps nearly unvisited directions from blowing up.
     """
     d_in = gram.shape[0]
     lam = ridge * gram.diagonal().mean().clamp_min(torch.finfo(gram.dtype).tiny)
     system = gram + lam * torch.eye(d_in, dtype=gram.dtype, device=gram.device)
-    return w0.to(gram.dtype) + torch.linalg.solve(system, cross).T
+    w0 = w0.to(gram.dtype)
+    rhs = cross if prior is None else cross + lam * (prior.to(gram.dtype) - w0).T
+    return w0 + torch.linalg.solve(system, rhs).T
 
 
 def lbfgs(
@@ -77,6 +83,20 @@ def naive_merge(w0: torch.Tensor, deltas: list[torch.Tensor]) -> torch.Tensor:
 
 # ------------------------------------------------------------------ components
 @dataclass
+class ConceptTerm:
+    """One concept's part of a layer's problem (for solvers that weigh concepts): f_i(W) = ||X_i (W_i − W)ᵀ||²."""
+
+    gram: torch.Tensor  # [in, in] G_i = X_iᵀ X_i
+    delta: torch.Tensor  # [out, in] α_i ΔW_i
+    rows: torch.Tensor  # rows of X_i
+
+    def objective(self, weight: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
+        """f_i(W) = tr((D − ΔW_i) G_i (D − ΔW_i)ᵀ), D = W − W0."""
+        error = weight.to(self.gram.dtype) - w0.to(self.gram.dtype) - self.delta.to(self.gram.dtype)
+        return ((error @ self.gram) * error).sum()
+
+
+@dataclass
 class LayerProblem:
     """One layer's fusion problem: the statistics summed over concepts, and the weights they start from."""
 
@@ -89,6 +109,11 @@ class LayerProblem:
     rows: torch.Tensor  # rows of X summed over concepts
     naive_sum: torch.Tensor  # [out, in] W0 + Σ α_i ΔW_i
     num_concepts: int
+    # each concept's own terms, in concept order: only for solvers with ``needs_concept_terms`` (memory: one Gram
+    # matrix per concept and layer group instead of one in all; see FusionSums.keep_concepts)
+    concepts: list[ConceptTerm] | None = None
+    # fields a solver adds to this layer's row of the fusion report (e.g. its per-concept weights)
+    report: dict = field(default_factory=dict)
 
     def objective(self, weight: torch.Tensor) -> float:
         return float(objective(weight, self.w0, self.gram, self.cross, self.energy))
@@ -97,29 +122,50 @@ class LayerProblem:
 class FusionSolver:
     """Fuses one layer: called once per LoRA-touched layer with its :class:`LayerProblem`, returns W [out, in].
 
-    Chosen in YAML by ``class_path``; the fusion report records the class path and arguments. A new
-    solver is a small subclass (see EXTENDING.md).
+    Chosen in YAML by ``class_path``; the fusion report records the class path and arguments, and per layer the
+    solver that solved it (:meth:`solver_for`). A new solver is a small subclass (see EXTENDING.md).
     """
+
+    #: Set to True to get each concept's own Gram matrix and ΔW in ``problem.concepts`` (costs memory: one Gram
+    #: matrix per concept and layer group; SD 1.5 in float64, about 0.5 GB per concept).
+    needs_concept_terms: bool = False
 
     def __call__(self, problem: LayerProblem) -> torch.Tensor:
         raise NotImplementedError
 
+    def solver_for(self, problem: LayerProblem) -> FusionSolver:
+        """The solver that actually solves ``problem`` (a router names the one it picked)."""
+        return self
+
 
 class ClosedForm(FusionSolver):
-    """The exact least-squares solution with a small ridge towards W0 (our default; milliseconds per layer)."""
+    """The exact least-squares solution with a ridge towards W0 or the naive merge (milliseconds per layer)."""
 
-    def __init__(self, ridge: float = 1e-5):
+    def __init__(self, ridge: float = 1e-5, towards: Literal["base", "naive"] = "base"):
         """
         Args:
             ridge: Ridge λ relative to the mean diagonal of Σ G_i (> 0): damps directions the concepts'
-                activations barely visit (directions they never visit stay at W0 anyway).
+                activations barely visit.
+            towards: What those directions fall back to: ``base`` (W0: every concept's change dropped there)
+                or ``naive`` (W0 + Σ α_i ΔW_i: every concept's change kept there).
         """
         if ridge <= 0:
             raise ValueError(f"ridge must be > 0 (e.g. 1e-6), got {ridge}")
+        if towards not in ("base", "naive"):
+            raise ValueError(f"towards must be 'base' or 'naive', got {towards!r}")
         self.ridge = ridge
+        self.towards = towards
 
     def __call__(self, problem: LayerProblem) -> torch.Tensor:
-        return closed_form(problem.w0, problem.gram, problem.cross, self.ridge)
+        prior = problem.naive_sum if self.towards == "naive" else None
+        return closed_form(problem.w0, problem.gram, problem.cross, self.ridge, prior)
+
+
+def default_solver() -> ClosedForm:
+    """The default: least squares where the concepts' statistics are strong (ridge 1 × their mean eigenvalue), the naive
+    merge where they are weak. Chosen by held-out identity in the world (CLAIMS.md): the exact closed form (ridge
+    1e-5 towards W0) fits the few recorded trajectories so closely that it loses identity on new prompts and seeds."""
+    return ClosedForm(ridge=1.0, towards="naive")
 
 
 class LBFGS(FusionSolver):
@@ -164,3 +210,49 @@ class NaiveAverage(FusionSolver):
     def __call__(self, problem: LayerProblem) -> torch.Tensor:
         w0 = problem.w0.to(problem.naive_sum.dtype)
         return w0 + (problem.naive_sum - w0) / max(problem.num_concepts, 1)
+
+
+class KeepBase(FusionSolver):
+    """W0: the layer keeps the base weight (every concept's LoRA is dropped there)."""
+
+    def __call__(self, problem: LayerProblem) -> torch.Tensor:
+        return problem.w0
+
+
+@dataclass
+class SolverRule:
+    """Layers whose ``"<stage>/<layer name>"`` matches ``match`` (shell pattern: ``kv/*``, ``spatial/*attn1*``,
+    ``*.attn2.to_out.0``) are solved by ``solver``."""
+
+    match: str
+    solver: FusionSolver
+
+
+class PerLayer(FusionSolver):
+    """A solver per stage or layer group: the first rule that matches a layer solves it, ``default`` the rest.
+
+    For example ``rules: [{match: "spatial/*", solver: {class_path: mos_lightning.fusion.NaiveSum}}]`` fuses the
+    text encoder and k/v in closed form and merges the spatial layers naively.
+    """
+
+    def __init__(self, rules: list[SolverRule] | None = None, default: FusionSolver | None = None):
+        """
+        Args:
+            rules: ``{match, solver}`` pairs, tried in order (``match``: a shell pattern on ``<stage>/<layer>``; the
+                stages are ``text_encoder``, ``kv`` and ``spatial``).
+            default: The solver of layers no rule matches (default ``ClosedForm()``).
+        """
+        self.rules = [r if isinstance(r, SolverRule) else SolverRule(**r) for r in rules or []]
+        self.default = default if default is not None else ClosedForm()
+
+    @property
+    def needs_concept_terms(self) -> bool:  # type: ignore[override]
+        return any(s.needs_concept_terms for s in [*(r.solver for r in self.rules), self.default])
+
+    def solver_for(self, problem: LayerProblem) -> FusionSolver:
+        key = f"{problem.stage}/{problem.name}"
+        chosen = next((r.solver for r in self.rules if fnmatchcase(key, r.match)), self.default)
+        return chosen.solver_for(problem)
+
+    def __call__(self, problem: LayerProblem) -> torch.Tensor:
+        return self.solver_for(problem)(problem)

@@ -14,7 +14,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..attention import attention_processors, set_attention_processors
-from ..attention.regions import Region, RegionLayout, box_fractions, feature_mask, install_regional_processors
+from ..attention.regions import (BoxRounding, Region, RegionLayout, box_fractions, feature_mask,
+                                 install_regional_processors)
 from ..defaults import NEGATIVE_PROMPT
 from .edlora import EDLoRAPipeline, to_uint8
 
@@ -29,21 +30,22 @@ class AdapterCondition:
     weight: float = 1.0
     regions: list[tuple[tuple, float]] = field(default_factory=list)  # (box [top, left, bottom, right], weight)
 
-    def weight_map(self, height: int, width: int, h: int, w: int) -> torch.Tensor | float:
+    def weight_map(self, height: int, width: int, h: int, w: int, rounding: BoxRounding = "inward") -> torch.Tensor | float:
         """The weight at every cell of an ``h × w`` feature map of a ``height × width`` image."""
         if not self.regions:
             return self.weight
         weights = torch.full((h, w), float(self.weight))
         for box, weight in self.regions:
-            weights[feature_mask(box_fractions(box, height, width), h, w)] = weight
+            weights[feature_mask(box_fractions(box, height, width), h, w, rounding)] = weight
         return weights
 
 
 class RegionalPipeline:
     """``pipe`` with regional prompts: ``RegionalPipeline(pipe)(prompt, regions, …)`` → uint8 ``[H, W, 3]`` images."""
 
-    def __init__(self, pipe: EDLoRAPipeline):
+    def __init__(self, pipe: EDLoRAPipeline, box_rounding: BoxRounding = "inward"):
         self.pipe = pipe
+        self.box_rounding = box_rounding  # which feature cells a box covers (see attention.regions.feature_mask)
 
     def image_size(self, height: int | None, width: int | None, conditions: list[AdapterCondition]) -> tuple[int, int]:
         native = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
@@ -64,7 +66,8 @@ class RegionalPipeline:
             pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
             if c.adapter.config.in_channels == 1:  # sketch adapters read one channel
                 pixels = pixels.mean(1, keepdim=True)
-            features = [f * _on(c.weight_map(height, width, *f.shape[-2:]), f) for f in c.adapter(pixels.to(device, dtype))]
+            features = [f * _on(c.weight_map(height, width, *f.shape[-2:], self.box_rounding), f)
+                        for f in c.adapter(pixels.to(device, dtype))]
             states = features if states is None else [s + f for s, f in zip(states, features)]
         return states
 
@@ -88,7 +91,7 @@ class RegionalPipeline:
     ) -> np.ndarray:
         pipe, conditions = self.pipe, list(conditions or [])
         height, width = self.image_size(height, width, conditions)
-        layout = RegionLayout([r.box for r in regions], height, width, pipe.vae_scale_factor)
+        layout = RegionLayout([r.box for r in regions], height, width, pipe.vae_scale_factor, self.box_rounding)
         cfg = guidance_scale > 1
         context = self.encode_contexts([prompt] + [r.prompt for r in regions])
         if cfg:

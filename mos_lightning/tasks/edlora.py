@@ -8,6 +8,7 @@ from typing import Literal
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ..atomic import check_writable
 from ..base_checks import base_fingerprint, check_new_tokens
@@ -20,10 +21,11 @@ from ..host_values import LaggedHostScalar
 from ..losses import DiffusionLoss, LossTerm, term_names
 from ..models import BaseModel, load_base_model
 from .edlora_checks import check_arguments, check_masks
+from .edlora_optim import ParameterGroups
 from .trainable_state import TrainableStateCheckpoints
 
 
-class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
+class EDLoRATask(ParameterGroups, TrainableStateCheckpoints, pl.LightningModule):
     """Tunes one concept: layer-wise token embeddings plus rank-r LoRA on UNet and text-encoder attention.
 
     The model (:class:`~mos_lightning.edlora_model.EDLoRAModel`, ``self.model``) is built in
@@ -112,6 +114,10 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         """
         super().__init__()
         self.losses = list(losses) if losses is not None else [DiffusionLoss()]
+        if not any(isinstance(term, DiffusionLoss) for term in self.losses):
+            rank_zero_warn(f"no DiffusionLoss among the loss terms {term_names(self.losses)}: tuning on these alone. "
+                           "`--model.init_args.losses+=…` appends to the list the config gives (every shipped recipe "
+                           "lists DiffusionLoss); without one in the config it starts from an empty list")
         check_arguments(tokens, initializers, lora_rank, self.losses, gradient_checkpointing,
                         {"embedding_lr": embedding_lr, "text_encoder_lr": text_encoder_lr, "unet_lr": unet_lr})
         self.loss_names = term_names(self.losses)
@@ -145,18 +151,29 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         check_new_tokens(self.hparams.base_model, list(self.hparams.tokens), list(self.hparams.initializers))
         self.base_fingerprint = base_fingerprint(self.hparams.base_model)
 
+    #: The model class :meth:`build_model` makes: a subclass of :class:`EDLoRAModel` plugs in here (EXTENDING.md).
+    model_class: type[EDLoRAModel] = EDLoRAModel
+
+    def build_model(self, base: BaseModel) -> EDLoRAModel:
+        """The trainable model around the frozen ``base``, from this task's arguments; override (or set
+        :attr:`model_class`) to tune another model without copying :meth:`configure_model`."""
+        h = self.hparams
+        return self.model_class(
+            base, h.tokens, h.initializers, layerwise=h.layerwise, lora_rank=h.lora_rank,
+            lora_alpha=h.lora_alpha, noise_offset=h.noise_offset, prediction_type=h.prediction_type,
+            init_seed=h.init_seed, cache_latents=h.cache_latents, kv_lora_dropout=h.kv_lora_dropout,
+        )
+
     def configure_model(self) -> None:
         if self.model is not None:
             return
         h = self.hparams
-        self.model = model = EDLoRAModel(
-            self.load_base(), h.tokens, h.initializers, layerwise=h.layerwise, lora_rank=h.lora_rank,
-            lora_alpha=h.lora_alpha, noise_offset=h.noise_offset, prediction_type=h.prediction_type,
-            init_seed=h.init_seed, cache_latents=h.cache_latents, kv_lora_dropout=h.kv_lora_dropout,
-        )
+        self.model = model = self.build_model(self.load_base())
         compile_parts = [p for p in ("unet", "text_encoder", "vae") if h[f"compile_{p}"]]
         model.configure_speed(getattr(torch, h.frozen_dtype), h.gradient_checkpointing, h.channels_last, compile_parts,
                               h.compile_mode)
+        for term in self.losses:  # terms that need the tokenizer, the concept's tokens or its class word get them now
+            term.setup(self)
 
     def setup(self, stage: str) -> None:
         dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
@@ -212,43 +229,6 @@ class EDLoRATask(TrainableStateCheckpoints, pl.LightningModule):
         if self.host_loss.ready is not None:
             self.log("loss", self.host_loss.ready, prog_bar=True, logger=False)
         return {"loss": loss, "terms": parts, "step": output}
-
-    def trainable_groups(self) -> list[dict]:
-        h, m = self.hparams, self.model
-        groups = [{"params": [m.concept_tokens.weight], "lr": h.embedding_lr, "name": "embeddings"}]
-        for name, module, lr in (("text_encoder_lora", m.text_encoder, h.text_encoder_lr), ("unet_lora", m.unet, h.unet_lr)):
-            params = [p for p in module.parameters() if p.requires_grad]
-            if params:
-                groups.append({"params": params, "lr": lr, "name": name})
-        return groups
-
-    def configure_optimizers(self):
-        groups = self.trainable_groups()
-        if self.optimizer_factory is not None:
-            optimizer = self.optimizer_factory(groups)
-        else:  # the reference's AdamW; fused: one multi-tensor kernel, no per-step host reads
-            optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), weight_decay=0.01,
-                                          fused=self.device.type in ("cuda", "cpu"))
-        if self.scheduler_factory is not None:
-            schedule = self.scheduler_factory(optimizer)
-        elif self.hparams.lr_schedule == "constant":
-            return optimizer
-        else:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        limit = self.hparams.max_embedding_norm
-        if limit is None:
-            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        weight = self.model.concept_tokens.weight
-        before = weight.detach().clone()
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        # Embedding-norm guard without a host sync: undo the step if the norm had reached the limit.
-        with torch.no_grad():
-            reached = before.norm(dim=-1).mean() >= limit
-            weight.copy_(torch.where(reached, before, weight))
 
     # ----------------------------------------------------------------- files
     def export(self) -> EDLoRA:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 
 def check_arguments(tokens: Sequence[str], initializers: Sequence[str], lora_rank: int, losses: list,
                     gradient_checkpointing: bool, rates: dict[str, float]) -> None:
@@ -25,3 +27,31 @@ def check_masks(losses: list, dataset) -> None:
     if needing and dataset is not None and not dataset.has_masks:
         raise ValueError(f"loss terms {needing} need a mask for every image: give the data module a mask_dir "
                          "(or a masks/ folder beside the images), or drop them")
+    if needing and dataset is not None:
+        masks = [item.mask for item in dataset.items]
+        empty, binary = masks_selecting_nothing(masks)
+        if binary:
+            raise ValueError(f"masks hold only the values 0 and 1 ({[str(m) for m in binary[:3]]}): white (255) marks "
+                             f"the concept; multiply them by 255 — as they are, {needing} would see no concept")
+        if empty and len(empty) == len(masks):
+            raise ValueError(f"every mask is all black ({[str(m) for m in empty[:3]]} …): {needing} would train on no "
+                             "pixel (loss 0 every step); paint the concept white")
+        if empty:
+            rank_zero_warn(f"{len(empty)} of {len(masks)} masks are all black ({[str(m) for m in empty[:3]]}): "
+                           f"{needing} learn nothing from those images")
+
+
+def masks_selecting_nothing(paths) -> tuple[list, list]:
+    """``(all-black masks, masks whose brightest pixel is 1)``: both select no pixel of the image."""
+    import numpy as np
+
+    from ..data.concept import open_image
+
+    empty, binary = [], []
+    for path in paths:
+        brightest = int(np.asarray(open_image(path, "L")).max())
+        if brightest == 0:
+            empty.append(path)
+        elif brightest == 1:
+            binary.append(path)
+    return empty, binary

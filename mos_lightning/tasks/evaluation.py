@@ -33,6 +33,7 @@ from ..images import save_png
 from ..metrics import ALL_GROUPS, TEXT_PREFIX, AlignmentTable, CLIPFeatures, EvalResults
 from ..models import resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline, SchedulerName, make_scheduler
+from .sampling_checks import check_sampling_settings
 from .termination import step_check
 
 
@@ -98,6 +99,7 @@ class EvalTask(pl.LightningModule):
         bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_-]+", n)]
         if bad or len(set(names)) != len(names):
             raise ValueError(f"method names must be unique and use only letters, digits, - and _: {names}")
+        check_sampling_settings(num_inference_steps, guidance_scale, [m.lora_scale for m in self.methods if m.edloras])
         for m in self.methods:
             if m.edloras and m.class_word:
                 raise ValueError(f"method {m.name}: class_word runs use the base model only; drop its edloras")

@@ -36,6 +36,7 @@ class RegionalTask(SamplingTask):
         guidance_scale: float = 7.5,
         negative_prompt: str = NEGATIVE_PROMPT,
         dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
+        box_rounding: Literal["inward", "outward"] = "inward",
     ):
         """
         Args:
@@ -49,6 +50,9 @@ class RegionalTask(SamplingTask):
             guidance_scale: CFG scale.
             negative_prompt: Default negative prompt of scenes and regions (default: the paper's).
             dtype: ``auto`` = float16 on GPUs, float32 on CPU.
+            box_rounding: Which feature cells a box covers at each UNet resolution: ``inward`` (the cells wholly
+                inside it, the reference's rule; a small box may have none at a coarse level) or ``outward`` (every
+                cell it touches). Adapter region weights follow the same rule.
         """
         super().__init__(base_model=base_model, edloras=edloras, lora_scale=lora_scale, scheduler=scheduler,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
@@ -94,7 +98,7 @@ class RegionalTask(SamplingTask):
             scene = scenes[index]
             conditions = [AdapterCondition(self.adapter_models[c.adapter], Image.open(c.image), c.weight, c.regions)
                           for c in scene.conditions]
-            image = RegionalPipeline(self.pipe)(
+            image = RegionalPipeline(self.pipe, h.box_rounding)(
                 scene.prompt, scene.regions, negative_prompt=scene.negative_prompt or h.negative_prompt,
                 height=scene.height, width=scene.width, num_inference_steps=h.num_inference_steps,
                 guidance_scale=h.guidance_scale, generator=torch.Generator().manual_seed(int(seed)), conditions=conditions,

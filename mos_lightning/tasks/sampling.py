@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,7 @@ from ..defaults import BASE_MODEL, NEGATIVE_PROMPT, PLACEHOLDER
 from ..edlora_file import CONCEPTS_FILE, REFERENCE_CONCEPTS_FILE, EDLoRA, load_edlora, reference_concept_name
 from ..models import Geometry, resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline, SchedulerName, make_scheduler
+from .sampling_checks import check_sampling_settings
 from .termination import step_check, stop_if_terminated
 
 
@@ -54,6 +56,7 @@ class SamplingTask(pl.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        check_sampling_settings(num_inference_steps, guidance_scale, [lora_scale] if edloras else [])
         for size in (height, width):
             if size is not None and size <= 0:
                 raise ValueError(f"height and width must be positive, got {size}")
@@ -64,10 +67,12 @@ class SamplingTask(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Check sizes and read and cross-check the ED-LoRA files before the (large) base model loads."""
-        multiple = Geometry.of(self.hparams.base_model).vae_factor
+        # diffusers' pipelines take multiples of 8 only (whatever the VAE), and the latents multiples of the VAE's factor
+        multiple = math.lcm(8, Geometry.of(self.hparams.base_model).vae_factor)
         for size in (self.hparams.get("height"), self.hparams.get("width")):  # a subclass may size per item
             if size is not None and size % multiple:
-                raise ValueError(f"height and width must be multiples of the VAE's scale factor {multiple}, got {size}")
+                raise ValueError(f"height and width must be multiples of {multiple} (diffusers' pipelines need 8, this "
+                                 f"model's VAE {Geometry.of(self.hparams.base_model).vae_factor}), got {size}")
         if self.hparams.edloras and not self._edloras:
             self.read_edloras()
         resolve_source(self.hparams.base_model)  # a clear error for a missing folder, before anything loads

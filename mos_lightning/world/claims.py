@@ -1,12 +1,14 @@
 """The paper's claims, measured in the miniature world, through the real command line (one ``mos-lightning``
 process per stage, exactly as a user would run them):
 
-    python -m mos_lightning.world.claims outputs/claims --jobs 2     # about 20 minutes on 2 CPU cores
+    python -m mos_lightning.world.claims outputs/claims --jobs 2     # about 45 minutes on 2 CPU cores
 
 (a) single-concept tuning — ED-LoRA vs the "LoRA" baseline (one shared embedding, ``layerwise: false``) vs "P+"
     (layer-wise embeddings, no LoRA, ``lora_rank: 0``), with the class-word bound: Table 1's text and image alignment;
-(b) fusion of every concept (6) into one model — our closed form vs the naive merge (W0 + Σ ΔW_i) vs the paper's
-    L-BFGS: image alignment of the fused model per concept, against each concept's own model (Table 1(c));
+(b) fusion of every concept (6) into one model, for ED-LoRAs of two LoRA strengths (the world recipe, and the same with
+    5× the LoRA rates) — our default solver vs the exact closed form vs the naive merge (W0 + Σ ΔW_i) vs the paper's
+    L-BFGS — on held-out prompts and seeds: identity kept above the class-word bound, judged by the world CLIP and by
+    the exact detector, with bootstrap intervals (:mod:`mos_lightning.world.identity`);
 (c) regional composition of 2–3 concepts from the fused model, with and without region control: how often each box
     shows its concept, read by the world's exact detector (:mod:`mos_lightning.world.boxes`), beside the rate the
     same judge gives real pictures of the same layout.
@@ -27,15 +29,27 @@ from pathlib import Path
 
 import yaml
 
+from ..components import describe
+from ..fusion.solvers import default_solver
 from .boxes import Layout
 from .concepts import CONCEPTS, write_concept
 
+STRONG = ["--model.init_args.unet_lr", "0.005", "--model.init_args.text_encoder_lr", "0.0005"]  # 5× the LoRA rates
 TUNINGS = {  # method → command-line overrides of configs/world/edlora.yaml
     "ed-lora": [],
     "lora": ["--model.init_args.layerwise", "false"],
     "p-plus": ["--model.init_args.lora_rank", "0"],
+    "ed-lora-strong": STRONG,  # the same recipe with LoRAs that carry more of the concept
 }
-SOLVERS = {"closed-form": "ClosedForm", "naive": "NaiveSum", "l-bfgs": "LBFGS"}
+SINGLE = ("ed-lora", "lora", "p-plus")  # table (a)
+REGIMES = {"weak": "ed-lora", "strong": "ed-lora-strong"}  # the tunings fused in (b), by LoRA strength
+SOLVERS = {  # (b): solver name → its class_path and init_args
+    "default": describe(default_solver()),
+    "exact": {"class_path": "mos_lightning.fusion.ClosedForm", "init_args": {"ridge": 1e-5, "towards": "base"}},
+    "naive": {"class_path": "mos_lightning.fusion.NaiveSum"},
+    "l-bfgs": {"class_path": "mos_lightning.fusion.LBFGS"},
+}
+HELD_OUT_SEEDS = list(range(101, 109))  # the fusion statistics use seeds 0-3
 LAYOUTS = (
     Layout("starbox-bandball", ("starbox", "bandball"), "grass"),
     Layout("zigcone-buoyring", ("zigcone", "buoyring"), "snow"),
@@ -55,8 +69,10 @@ class Claims:
     is already in ``out``; :meth:`run` does them all and writes the report."""
 
     def __init__(self, out: Path, concepts: list[str], seeds: list[int], steps: int | None, clip: str, base: str,
-                 jobs: int = 1):
+                 jobs: int = 1, held_out_seeds: list[int] | None = None, duplicates: bool = False):
         self.out, self.concepts, self.seeds, self.steps, self.clip, self.base = out, concepts, seeds, steps, clip, base
+        self.held_out_seeds = held_out_seeds or HELD_OUT_SEEDS
+        self.duplicates = duplicates  # also tune every concept again under new tokens (<concept>b: 12-concept fusions)
         self.jobs = jobs
         self.timing: dict[str, float] = {}
 
@@ -94,8 +110,8 @@ class Claims:
     def edlora(self, method: str, concept: str) -> Path:
         return self.out / "tuned" / method / concept / "edlora.safetensors"
 
-    def fused(self, solver: str) -> Path:
-        return self.out / "fused" / solver / "model"
+    def fused(self, regime: str, solver: str) -> Path:
+        return self.out / "fused" / regime / solver / "model"
 
     # -------------------------------------------------------------------------------------------------- stages
     def tune_commands(self) -> dict[str, list[str]]:
@@ -110,19 +126,34 @@ class Claims:
                     "fit", "--config", "configs/world/edlora.yaml", "--config", f"configs/world/concepts/{concept}.yaml",
                     *overrides, *steps, "--model.init_args.base_model", self.base,
                     "--model.init_args.output_dir", str(self.edlora(method, concept).parent),
-                    "--model.init_args.fusion_stats", str(method == "ed-lora").lower(),
+                    "--model.init_args.fusion_stats", "false",
                     "--data.init_args.concept_dir", str(self.out / "concepts" / concept),
                     "--trainer.default_root_dir", str(self.out / "logs" / method / concept)]
+        for concept in self.concepts if self.duplicates else []:  # the same concept again, under new tokens
+            name = f"{concept}b"
+            if self.edlora("ed-lora-strong", name).is_file():
+                continue
+            commands[f"tune ed-lora-strong {name}"] = [
+                "fit", "--config", "configs/world/edlora.yaml", "--config", f"configs/world/concepts/{concept}.yaml",
+                *STRONG, "--model.init_args.concept_name", name, "--model.init_args.tokens", f'["<{name}1>", "<{name}2>"]',
+                "--model.init_args.init_seed", "1", "--seed_everything", "1", "--model.init_args.base_model", self.base,
+                "--model.init_args.output_dir", str(self.edlora("ed-lora-strong", name).parent),
+                "--model.init_args.fusion_stats", "false", "--data.init_args.concept_dir", str(self.out / "concepts" / concept),
+                "--trainer.default_root_dir", str(self.out / "logs" / "ed-lora-strong" / name)]
         return commands
 
     def fuse_commands(self) -> dict[str, list[str]]:
-        concepts = json.dumps([{"path": str(self.edlora("ed-lora", c))} for c in self.concepts])
-        return {f"fuse {solver}": [
-            "predict", "--config", "configs/world/fusion.yaml", "--model.init_args.base_model", self.base,
-            "--model.init_args.output_dir", str(self.fused(solver).parent),
-            "--model.init_args.solver", json.dumps({"class_path": f"mos_lightning.fusion.{name}"}),
-            "--data.init_args.concepts", concepts]
-            for solver, name in SOLVERS.items() if not (self.fused(solver) / "model_index.json").is_file()}
+        commands = {}
+        for regime, method in REGIMES.items():
+            concepts = json.dumps([{"path": str(self.edlora(method, c))} for c in self.concepts])
+            for solver, component in SOLVERS.items():
+                if (self.fused(regime, solver) / "model_index.json").is_file():
+                    continue
+                commands[f"fuse {regime} {solver}"] = [
+                    "predict", "--config", "configs/world/fusion.yaml", "--model.init_args.base_model", self.base,
+                    "--model.init_args.output_dir", str(self.fused(regime, solver).parent),
+                    "--model.init_args.solver", json.dumps(component), "--data.init_args.concepts", concepts]
+        return commands
 
     def tune(self) -> None:
         for concept in self.concepts:
@@ -132,25 +163,36 @@ class Claims:
     def fuse(self) -> None:
         self.parallel(self.fuse_commands(), jobs=1)  # one at a time: fusion itself is quick, the check is not
 
-    def eval_config(self) -> dict:
-        """``configs/world/eval.yaml`` with every method of (a) and (b) as a row and every concept as a column."""
-        methods = [{"name": m, "base_model": self.base, "lora_scale": 1.0,
-                    "edloras": {c: str(self.edlora(m, c)) for c in self.concepts}} for m in TUNINGS]
-        methods += [{"name": f"fused-{s}", "base_model": str(self.fused(s))} for s in SOLVERS]
-        methods.append({"name": "bound", "base_model": self.base, "class_word": True})
+    def eval_config(self, methods: list[dict], prompt_file: str, seeds: list[int], folder: str) -> dict:
+        """``configs/world/eval.yaml`` with ``methods`` as rows and every concept as a column."""
         concepts = [{"name": c, "class_word": CONCEPTS[c].cls, "reference_dir": str(self.out / "concepts" / c),
-                     "prompt_file": "configs/world/prompts/eval.yaml"} for c in self.concepts]
+                     "prompt_file": prompt_file} for c in self.concepts]
         config = yaml.safe_load((REPO / "configs/world/eval.yaml").read_text())
-        config["model"]["init_args"].update(methods=methods, clip_model=self.clip, output_dir=str(self.out / "eval"))
-        config["data"]["init_args"].update(concepts=concepts, seeds=self.seeds)
+        config["model"]["init_args"].update(methods=methods, clip_model=self.clip, output_dir=str(self.out / folder))
+        config["data"]["init_args"].update(concepts=concepts, seeds=seeds)
         return config
 
+    def single_methods(self, names) -> list[dict]:
+        return [{"name": m, "base_model": self.base, "lora_scale": 1.0,
+                 "edloras": {c: str(self.edlora(m, c)) for c in self.concepts}} for m in names]
+
     def evaluate(self) -> None:
-        if (self.out / "eval" / "table.csv").is_file():
-            return
-        path = self.out / "eval.yaml"
-        path.write_text(yaml.safe_dump(self.eval_config(), sort_keys=False))
-        self.cli("evaluate", "test", "--config", str(path))
+        """(a) the single-concept methods on the world's evaluation prompts; (b) every concept's own models, every
+        fusion and the bound on held-out prompts and seeds (none of them in the fusion statistics)."""
+        bound = {"name": "bound", "base_model": self.base, "class_word": True}
+        runs = {
+            "eval": (self.single_methods(SINGLE) + [bound], "configs/world/prompts/eval.yaml", self.seeds),
+            "eval-held-out": (self.single_methods(REGIMES.values())
+                              + [{"name": f"fused-{r}-{s}", "base_model": str(self.fused(r, s))}
+                                 for r in REGIMES for s in SOLVERS] + [bound],
+                              "configs/world/prompts/held_out.yaml", self.held_out_seeds),
+        }
+        for folder, (methods, prompts, seeds) in runs.items():
+            if (self.out / folder / "table.csv").is_file():
+                continue
+            path = self.out / f"{folder}.yaml"
+            path.write_text(yaml.safe_dump(self.eval_config(methods, prompts, seeds, folder), sort_keys=False))
+            self.cli(folder, "test", "--config", str(path))
 
     def compose(self) -> list[Layout]:
         """Each layout with region control (regional sampling) and without (its whole prompt alone)."""
@@ -162,11 +204,13 @@ class Claims:
                   for layout in layouts]
         scene_file = self.out / "scenes.yaml"
         scene_file.write_text(yaml.safe_dump({"scenes": scenes}, sort_keys=False))
-        model = str(self.fused("closed-form"))
-        if not (self.out / "regional" / "with").is_dir():
-            self.cli("regional with control", "predict", "--config", "configs/world/regional.yaml",
-                     "--model.init_args.base_model", model, "--data.init_args.scene_file", str(scene_file),
-                     "--data.init_args.output_dir", str(self.out / "regional" / "with"))
+        model = str(self.fused("weak", "default"))
+        for condition, rounding in (("with", "inward"), ("with-outward", "outward")):  # the reference's cells, or ours
+            if not (self.out / "regional" / condition).is_dir():
+                self.cli(f"regional {condition}", "predict", "--config", "configs/world/regional.yaml",
+                         "--model.init_args.base_model", model, "--data.init_args.scene_file", str(scene_file),
+                         "--model.init_args.box_rounding", rounding,
+                         "--data.init_args.output_dir", str(self.out / "regional" / condition))
         if not (self.out / "regional" / "without").is_dir():
             self.cli("regional without control", "predict", "--config", "configs/world/sample.yaml",
                      "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",
@@ -180,10 +224,11 @@ class Claims:
         self.fuse()
         self.evaluate()
         layouts = self.compose()
-        from .claims_report import regional_scores, write_report
+        from .claims_report import fusion_scores, regional_scores, write_report
 
-        results = {"concepts": self.concepts, "seeds": self.seeds, "steps": self.steps, "clip": self.clip,
-                   "base": self.base, "timing_s": self.timing,
+        results = {"concepts": self.concepts, "seeds": self.seeds, "held_out_seeds": self.held_out_seeds,
+                   "steps": self.steps, "clip": self.clip, "base": self.base, "timing_s": self.timing,
+                   "fusion": fusion_scores(self.out, self.concepts, self.clip),
                    "regional": regional_scores(self.out, layouts, self.concepts)}
         write_report(self.out, results)
         return results
@@ -194,14 +239,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", nargs="?", default="outputs/claims", help="output folder (resumes what is there)")
     parser.add_argument("--concepts", nargs="+", default=sorted(CONCEPTS), choices=sorted(CONCEPTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4], help="seeds per prompt and scene")
+    parser.add_argument("--held-out-seeds", nargs="+", type=int, default=HELD_OUT_SEEDS,
+                        help="seeds of the fusion claims' held-out prompts (none used by the fusion statistics)")
     parser.add_argument("--steps", type=int, help="tuning steps (default: configs/world/edlora.yaml's)")
     parser.add_argument("--clip", default="demo/world/clip", help="the judging CLIP")
     parser.add_argument("--base", default="demo/world/base", help="the world base model")
     parser.add_argument("--jobs", type=int, default=1, help="tunings at a time, one thread each (2 on a 2-core CPU: about twice as fast)")
+    parser.add_argument("--duplicates", action="store_true",
+                        help="also tune each concept again under new tokens (<concept>b, strong LoRAs), the input of the "
+                             "12-concept fusion study (CLAIMS.md)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     Claims(out, args.concepts, args.seeds, args.steps, str(Path(args.clip).resolve()),
-           str(Path(args.base).resolve()), args.jobs).run()
+           str(Path(args.base).resolve()), args.jobs, args.held_out_seeds, args.duplicates).run()
     print(f"claims: done; {out / 'claims.md'}")
 
 

@@ -12,10 +12,12 @@ from PIL import Image
 
 from ..atomic import write_json
 from ..images import make_grid
-from .boxes import Layout, box_hits, real_pictures, signature, summarise
+from .boxes import Layout, box_hits, reading, real_pictures, signature, summarise
+from .identity import bootstrap, difference, kept_above_bound, kept_of_own, mean_score, tie_or_order
 
 SINGLE = ("ed-lora", "lora", "p-plus", "bound")
-FUSED = ("ed-lora", "fused-closed-form", "fused-naive", "fused-l-bfgs")
+FUSION_FIGURE = ("ed-lora", "fused-weak-default", "fused-weak-exact", "fused-weak-naive", "ed-lora-strong",
+                 "fused-strong-default", "fused-strong-exact", "fused-strong-naive", "bound")
 
 
 def composed_images(out: Path, condition: str, index: int) -> list[Path]:
@@ -30,7 +32,7 @@ def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], real:
     scores = {"signatures": {c: sorted(map(list, s)) for c, s in signatures.items()}, "layouts": {}}
     for index, layout in enumerate(layouts):
         row = {"real": summarise(box_hits(real_pictures(layout, real), layout, signatures))}
-        for condition in ("with", "without"):
+        for condition in ("with", "with-outward", "without"):
             images = [Image.open(p).convert("RGB") for p in composed_images(out, condition, index)]
             row[condition] = {**summarise(box_hits(images, layout, signatures)), "images": len(images)}
         scores["layouts"][layout.name] = row
@@ -64,49 +66,114 @@ def single_section(table: dict, concepts: list[str]) -> tuple[str, list[str]]:
     return "\n\n".join(text), said
 
 
-def fidelity_rows(out: Path, concepts: list[str]) -> list[tuple[str, list[float]]]:
-    """Per solver, from its ``fusion_report.json``: the fused model's relative error against each concept's own
-    model (UNet noise predictions along the concept's trajectory; text-encoder outputs), mean over concepts,
-    against the base on prompts without concepts, and the fusion's seconds."""
-    rows = []
-    for solver in FUSED[1:]:
-        report = json.loads((out / "fused" / solver.removeprefix("fused-") / "fusion_report.json").read_text())
-        which = "naive" if solver == "fused-naive" else "fused"
-        rows.append((solver, [float(np.mean([report["fidelity"][c]["unet"][which] for c in concepts])),
-                              float(np.mean([report["fidelity"][c]["text_encoder"][which] for c in concepts])),
-                              report["base_preservation"][which]["unet"], report["timing"]["total_s"]]))
-    return rows
+def _by_item(rows: list[dict], method: str, concept: str) -> list[dict]:
+    return [r for r in rows if r["method"] == method and r["concept"] == concept]
 
 
-def fusion_section(table: dict, concepts: list[str], out: Path) -> tuple[str, list[str]]:
-    rows = [(m, [table["image_alignment", m][c] for c in [*concepts, "mean"]]) for m in FUSED]
-    single = table["image_alignment", "ed-lora"]
-    kept = {m: np.mean([table["image_alignment", m][c] / single[c] for c in concepts]) for m in FUSED[1:]}
-    fidelity = fidelity_rows(out, concepts)
-    text_rows = [(m, [table["text_alignment", m][c] for c in [*concepts, "mean"]]) for m in FUSED]
-    text = "\n\n".join([
-        _table("image alignment ↑", [*concepts, "mean"], rows),
-        _table("text alignment ↑", [*concepts, "mean"], text_rows),
-        _table("kept (fused ÷ own model, mean over concepts)", ["kept"], [(m, [v]) for m, v in kept.items()]),
-        _table("relative error ↓ (fusion_report.json)", ["UNet vs own models", "text encoder vs own models",
-                                                         "UNet vs base, no concept", "fusion s"], fidelity)])
-    error = {name: values[0] for name, values in fidelity}
-    said = [f"fusion of {len(concepts)} concepts keeps {kept['fused-closed-form']:.0%} of the single-concept image "
-            f"alignment with our closed form, {kept['fused-l-bfgs']:.0%} with L-BFGS and {kept['fused-naive']:.0%} "
-            f"with the naive merge; the fused UNet's error against each concept's own model is "
-            f"{error['fused-closed-form']:.3f} (closed form), {error['fused-l-bfgs']:.3f} (L-BFGS), "
-            f"{error['fused-naive']:.3f} (naive)"]
-    return text, said
+def fusion_scores(out: Path, concepts: list[str], clip: str) -> dict:
+    """(b) from the held-out evaluation (``eval-held-out/scores.json``, items in the same order for every method):
+    per regime and method, identity kept above the class-word bound by the world CLIP and by the exact detector (one
+    thing per picture: the recontextualization prompts), with paired bootstrap intervals, the difference to the naive
+    merge, text alignment, and what each fusion's report said (its held-out ``net`` and the old in-sample error)."""
+    from .claims import REGIMES, SOLVERS
+
+    rows = json.loads((out / "eval-held-out" / "scores.json").read_text())
+    signatures = {c: signature(c) for c in concepts}
+
+    def arrays(method: str) -> dict[str, dict[str, np.ndarray]]:
+        items = {c: _by_item(rows, method, c) for c in concepts}
+        return {"clip": {c: np.array([r["image_alignment"] for r in v]) for c, v in items.items()},
+                "text": {c: np.array([r["text_alignment"] for r in v]) for c, v in items.items()},
+                "detector": {c: np.array([float(reading(Image.open(r["path"]).convert("RGB")) in signatures[c])
+                                          if r["group"] == "recontextualization" else np.nan for r in v])
+                             for c, v in items.items()}}
+
+    bound = arrays("bound")
+    result: dict = {"bound": {j: mean_score(bound[j]) for j in ("clip", "detector", "text")}, "regimes": {}}
+    for regime, own_method in REGIMES.items():
+        own = arrays(own_method)
+        methods = {s: arrays(f"fused-{regime}-{s}") for s in SOLVERS}
+        table = {"own": {j: mean_score(own[j]) for j in ("clip", "detector", "text")}}
+        for solver, scores in methods.items():
+            report = json.loads((out / "fused" / regime / solver / "fusion_report.json").read_text())
+            row = {j: mean_score(scores[j]) for j in ("clip", "detector", "text")}
+            for judge in ("clip", "detector"):
+                row[f"kept_{judge}"] = bootstrap(kept_above_bound, scores[judge], own[judge], bound[judge])
+                if solver != "naive":
+                    value, low, high = difference(kept_above_bound, (scores[judge], own[judge], bound[judge]),
+                                                  (methods["naive"][judge], own[judge], bound[judge]))
+                    row[f"vs_naive_{judge}"] = (value, low, high, tie_or_order(low, high))
+            row["kept_of_own_clip"] = kept_of_own(scores["clip"], own["clip"])
+            row["report_net"] = float(np.mean([report["fidelity"][c]["held_out"]["fused"]["net"] for c in concepts]))
+            row["report_in_sample"] = float(np.mean([report["fidelity"][c]["unet"]["fused"] for c in concepts]))
+            row["base_drift"] = report["base_preservation"]["fused"]["unet"]  # vs the base, prompts without concepts
+            row["fusion_s"] = report["timing"]["total_s"]
+            table[solver] = row
+        result["regimes"][regime] = table
+    fusions = [(r, s) for r in REGIMES for s in SOLVERS]
+    identity = [min(result["regimes"][r][s]["kept_clip"][0], result["regimes"][r][s]["kept_detector"][0])
+                for r, s in fusions]
+    result["report_ranking"] = {
+        "net": spearman([result["regimes"][r][s]["report_net"] for r, s in fusions], identity),
+        "in_sample": spearman([-result["regimes"][r][s]["report_in_sample"] for r, s in fusions], identity)}
+    return result
+
+
+def spearman(a, b) -> float:
+    """Rank correlation (ties broken by order)."""
+    rank = lambda v: np.argsort(np.argsort(np.asarray(v, float))).astype(float)  # noqa: E731
+    return float(np.corrcoef(rank(a), rank(b))[0, 1])
+
+
+def _interval(value: tuple) -> str:
+    text = f"{value[0]:.0%} [{value[1]:.0%}, {value[2]:.0%}]"
+    return text + (f" {value[3]}" if len(value) > 3 else "")
+
+
+def fusion_section(fusion: dict, concepts: list[str]) -> tuple[str, list[str]]:
+    from .claims import REGIMES, SOLVERS
+
+    header = ["CLIP image alignment", "kept above bound (CLIP)", "vs naive (CLIP)", "detector hits",
+              "kept above bound (detector)", "vs naive (detector)", "text alignment", "drift from base", "report: net",
+              "fusion s"]
+    text, said = [], []
+    for regime, table in fusion["regimes"].items():
+        lines = [f"**{regime} LoRAs** (`{REGIMES[regime]}`) — own models: CLIP {table['own']['clip']:.3f}, detector "
+                 f"{table['own']['detector']:.0%}, text {table['own']['text']:.3f}; class-word bound: CLIP "
+                 f"{fusion['bound']['clip']:.3f}, detector {fusion['bound']['detector']:.0%}, text "
+                 f"{fusion['bound']['text']:.3f}", "",
+                 "| fusion | " + " | ".join(header) + " |", "| --- |" + " ---: |" * len(header)]
+        for solver in SOLVERS:
+            r = table[solver]
+            cells = [f"{r['clip']:.3f}", _interval(r["kept_clip"]), _interval(r["vs_naive_clip"]) if "vs_naive_clip" in r
+                     else "", f"{r['detector']:.0%}", _interval(r["kept_detector"]),
+                     _interval(r["vs_naive_detector"]) if "vs_naive_detector" in r else "", f"{r['text']:.3f}",
+                     f"{r['base_drift']:.3f}", f"{r['report_net']:.3f}", f"{r['fusion_s']:.0f}"]
+            lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+        text.append("\n".join(lines))
+        d, n = table["default"], table["naive"]
+        said.append(f"{regime} LoRAs, {len(concepts)} concepts: the default fusion keeps {d['kept_clip'][0]:.0%} (CLIP) "
+                    f"/ {d['kept_detector'][0]:.0%} (detector) of the identity above the bound on held-out prompts, the "
+                    f"naive merge {n['kept_clip'][0]:.0%} / {n['kept_detector'][0]:.0%} (default vs naive: "
+                    f"{d['vs_naive_clip'][3]} by CLIP, {d['vs_naive_detector'][3]} by the detector)")
+    ranking = fusion["report_ranking"]
+    said.append(f"the report's held-out net ranks the {len(fusion['regimes']) * len(SOLVERS)} fusions by identity with "
+                f"Spearman {ranking['net']:+.2f}; the old in-sample error with {ranking['in_sample']:+.2f}")
+    return "\n\n".join(text), said
 
 
 def regional_section(regional: dict) -> tuple[str, list[str]]:
-    rows = [(name, [r["real"]["boxes"], r["with"]["boxes"], r["without"]["boxes"], r["real"]["all"], r["with"]["all"],
-                    r["without"]["all"]]) for name, r in regional["layouts"].items()]
-    mean = [float(np.mean([r[1][k] for r in rows])) for k in range(6)]
-    text = _table("layout", ["boxes: real", "boxes: with control", "boxes: without", "all boxes: real",
-                             "all: with control", "all: without"], [*rows, ("mean", mean)], 2)
-    said = [f"regional control: each box shows its concept {mean[1]:.0%} of the time with region control, "
-            f"{mean[2]:.0%} without (the judge reads {mean[0]:.0%} on real pictures of the same layouts)"]
+    rows = [(name, [r["real"]["boxes"], r["with"]["boxes"], r["with-outward"]["boxes"], r["without"]["boxes"],
+                    r["real"]["all"], r["with"]["all"], r["with-outward"]["all"], r["without"]["all"]])
+            for name, r in regional["layouts"].items()]
+    mean = [float(np.mean([r[1][k] for r in rows])) for k in range(8)]
+    text = _table("layout", ["boxes: real", "boxes: with control", "boxes: control, outward cells", "boxes: without",
+                             "all boxes: real", "all: with control", "all: control, outward cells", "all: without"],
+                  [*rows, ("mean", mean)], 2)
+    said = [f"regional control: each box shows its concept {mean[1]:.0%} of the time with region control "
+            f"({mean[2]:.0%} with the outward cell rule), {mean[3]:.0%} without (the judge reads {mean[0]:.0%} on real "
+            f"pictures of the same layouts); all concepts of a picture: {mean[5]:.0%} with control, {mean[7]:.0%} "
+            f"without (real: {mean[4]:.0%})"]
     return text, said
 
 
@@ -116,33 +183,39 @@ def save_enlarged(grid: np.ndarray, path: Path, factor: int = 2) -> None:
     image.resize((image.width * factor, image.height * factor), Image.NEAREST).save(path)
 
 
+def _row(out: Path, folder: str, concept: str, methods) -> list[np.ndarray]:
+    """A training view of ``concept``, then each method's first picture (first prompt, first seed) in ``folder``."""
+    cells = [np.asarray(Image.open(out / "concepts" / concept / "0.png").convert("RGB"))]
+    for method in methods:
+        found = sorted((out / folder / "images" / method / concept).glob("*/seed*.png"))
+        cells.append(np.asarray(Image.open(found[0]).convert("RGB")) if found else np.zeros_like(cells[0]))
+    return cells
+
+
 def contact_sheets(out: Path, concepts: list[str], layouts: int) -> list[str]:
-    """``figures/methods.png``: per concept a row — a training view, then one sample of every method (first prompt,
-    first seed); ``figures/regional.png``: per layout, the first seed with and without region control."""
+    """``figures/methods.png`` (single-concept methods), ``figures/fusion.png`` (held-out prompt, own models and
+    fusions of both LoRA strengths): per concept a row; ``figures/regional.png``: per layout, two seeds with and
+    without region control."""
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
-    methods = [*SINGLE[:3], *FUSED[1:], "bound"]
-    cells = []
-    for concept in concepts:
-        cells.append(np.asarray(Image.open(out / "concepts" / concept / "0.png").convert("RGB")))
-        for method in methods:
-            found = sorted((out / "eval" / "images" / method / concept).glob("*/seed*.png"))
-            cells.append(np.asarray(Image.open(found[0]).convert("RGB")) if found else np.zeros_like(cells[-1]))
-    save_enlarged(make_grid(cells, len(methods) + 1), figures / "methods.png")
+    for name, folder, methods in (("methods", "eval", SINGLE), ("fusion", "eval-held-out", FUSION_FIGURE)):
+        cells = [cell for concept in concepts for cell in _row(out, folder, concept, methods)]
+        save_enlarged(make_grid(cells, len(methods) + 1), figures / f"{name}.png")
     regional = []
     for index in range(layouts):
         for condition in ("with", "without"):
             regional += [np.asarray(Image.open(p).convert("RGB")) for p in composed_images(out, condition, index)[:2]]
     if regional:
         save_enlarged(make_grid(regional, 4), figures / "regional.png")
-    return [f"columns: a training view, {', '.join(methods)}", "per layout: two seeds with control, two without"]
+    return [f"columns: a training view, {', '.join(SINGLE)}", f"columns: a training view, {', '.join(FUSION_FIGURE)}",
+            "per layout: two seeds with control, two without"]
 
 
 def write_report(out: Path, results: dict) -> Path:
     table = read_table(out / "eval" / "table.csv")
     concepts = results["concepts"]
     single, said_a = single_section(table, concepts)
-    fusion, said_b = fusion_section(table, concepts, out)
+    fusion, said_b = fusion_section(results["fusion"], concepts)
     regional, said_c = regional_section(results["regional"])
     notes = contact_sheets(out, concepts, len(results["regional"]["layouts"]))
     results["statements"] = [*said_a, *said_b, *said_c]
@@ -152,9 +225,10 @@ def write_report(out: Path, results: dict) -> Path:
         f"concepts {', '.join(concepts)}; seeds {results['seeds']}; judged by `{Path(results['clip']).name}` CLIP.",
         "## What the numbers say", "\n".join(f"- {s}" for s in results["statements"]),
         "## (a) single concept: ED-LoRA vs LoRA vs P+, with the class-word bound", single,
-        f"## (b) fusion of {len(concepts)} concepts: image alignment of the fused model against each concept's own",
+        f"## (b) fusion of {len(concepts)} concepts: identity on held-out prompts and seeds {results['held_out_seeds']}",
         fusion, "## (c) regional composition: share of boxes showing their concept (exact detector)", regional,
-        "## Figures", f"![methods](figures/methods.png)\n\n{notes[0]}", f"![regional](figures/regional.png)\n\n{notes[1]}",
+        "## Figures", f"![methods](figures/methods.png)\n\n{notes[0]}", f"![fusion](figures/fusion.png)\n\n{notes[1]}",
+        f"![regional](figures/regional.png)\n\n{notes[2]}",
     ])
     (out / "claims.md").write_text(text + "\n")
     return out / "claims.md"

@@ -1,0 +1,45 @@
+"""The promise of fusion, kept in a small world case: concepts fused by the default solver keep their identity on
+held-out prompts and seeds, where the naive merge of the same ED-LoRAs loses it.
+
+The three ED-LoRAs in tests/data/world_strong/ were tuned by ``python -m mos_lightning.world.claims`` (method
+``ed-lora-strong``: configs/world/edlora.yaml with 5× the LoRA rates, whose LoRAs carry the concept); CLAIMS.md (b)
+measures the same with six concepts and intervals.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from mos_lightning.fusion import NaiveSum, default_solver
+from mos_lightning.world.study import Study, world_settings
+from mos_lightning.world.identity import kept_above_bound
+
+CONCEPTS = ("buoyring", "moonball", "zigcone")
+
+
+@pytest.fixture(scope="module")
+def study():
+    edloras = {c: str(REPO / "tests/data/world_strong" / f"{c}.safetensors") for c in CONCEPTS}
+    study = Study(str(REPO / "demo/world/base"), edloras, str(REPO / "demo/world/clip"), world_settings(),
+                  seeds=tuple(range(100, 106)), report=False)
+    study.evaluate("own", lambda i: study.own(i))
+    study.evaluate("bound", None, class_word=True)
+    return study
+
+
+def kept(study, name: str, judge: str) -> float:
+    s = study.scores
+    return kept_above_bound(s[name].judge(judge), s["own"].judge(judge), s["bound"].judge(judge))
+
+
+def test_the_default_fusion_keeps_identity_the_naive_merge_loses(study):
+    study.evaluate("naive", study.fuse(NaiveSum()))
+    study.evaluate("default", study.fuse(default_solver()))
+    # the exact detector: the concepts' class and colours (measured: default 92 %, naive 25 % of the above-bound
+    # identity; the exact closed form, swapped in as the default, fails the CLIP line)
+    default, naive = kept(study, "default", "detector"), kept(study, "naive", "detector")
+    assert default >= 0.75 and default > naive + 0.3, (default, naive)
+    # the world CLIP: the default keeps the identity as well (measured 96 %; with three concepts the naive merge's
+    # loss shows in colours and classes, not yet in CLIP's image alignment: 95 %)
+    assert kept(study, "default", "clip") >= 0.85, kept(study, "default", "clip")
