@@ -40,9 +40,9 @@ def run_worker(args) -> None:
     """One configuration, inside the Trainer (every rank runs this; rank 0 writes the result)."""
     import lightning.pytorch as pl
     from lightning.pytorch.strategies import DDPStrategy
+    from train_step import RandomBaseEDLoRA
 
     from mos_lightning.data import ConceptDataModule
-    from train_step import RandomBaseEDLoRA
 
     class StepTimer(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):

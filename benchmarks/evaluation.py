@@ -15,16 +15,16 @@ import time
 
 import numpy as np
 import torch
+from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
-
-from mos_lightning.metrics import TEXT_PREFIX, image_alignment_scores, text_alignment_scores
-from mos_lightning.defaults import NEGATIVE_PROMPT
-from mos_lightning.pipelines import EDLoRAPipeline
-from mos_lightning.tiny import build_clip_tokenizer
 from sampling import random_concept  # benchmarks/ is on sys.path when this script runs
 from train_step import build_components
-from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
+
+from mos_lightning.defaults import NEGATIVE_PROMPT
+from mos_lightning.metrics import TEXT_PREFIX, image_alignment_scores, text_alignment_scores
+from mos_lightning.pipelines import EDLoRAPipeline
+from mos_lightning.tiny import build_clip_tokenizer
 
 
 def build_clip(size: str, device: str, dtype: torch.dtype):

@@ -20,16 +20,16 @@ import argparse
 import time
 
 import torch
+from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 from torch import nn
+from train_step import build_components  # benchmarks/ is on sys.path when this script runs
 
 from mos_lightning.attention import num_cross_attention_layers
 from mos_lightning.edlora_file import ConceptInfo, EDLoRA
-from mos_lightning.fusion import ClosedForm, Fuser, FusionSettings, LBFGS
+from mos_lightning.fusion import LBFGS, ClosedForm, Fuser, FusionSettings
 from mos_lightning.fusion.concepts import FusionConcept
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS
 from mos_lightning.pipelines import EDLoRAPipeline
-from train_step import build_components  # benchmarks/ is on sys.path when this script runs
-from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 
 
 def lora_state(model: nn.Module, targets, rank: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -92,14 +92,14 @@ def main() -> None:
 
     fuser = timed("setup_s", lambda: Fuser(pipe, concepts, settings))
     for index in range(len(concepts)):
-        timed("statistics_s", lambda: fuser.collect(index))
+        timed("statistics_s", lambda index=index: fuser.collect(index))
     results = {}
     for solver in args.solvers:
         fuser.settings.solver = solvers[solver]
         fuser.sums["kv"] = type(fuser.sums["kv"])()  # k/v statistics depend on this solver's text encoder
         rows = {"text_encoder": timed(f"{solver}_text_encoder_solve_s", lambda: fuser.solve("text_encoder"))}
         for index in range(len(concepts)):
-            timed(f"{solver}_kv_statistics_s", lambda: fuser.collect_kv(index))
+            timed(f"{solver}_kv_statistics_s", lambda index=index: fuser.collect_kv(index))
         rows["kv"] = timed(f"{solver}_kv_solve_s", lambda: fuser.solve("kv"))
         rows["spatial"] = timed(f"{solver}_spatial_solve_s", lambda: fuser.solve("spatial"))
         results[solver] = {stage: sum(r["objective"] for r in rs) for stage, rs in rows.items()}

@@ -14,8 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from mos_lightning.fusion import LBFGS, ClosedForm, ConceptSpec, Fuser, FusionSettings, NaiveAverage, load_concepts
-from mos_lightning.fusion import run_fusion
+from mos_lightning.fusion import (
+    LBFGS,
+    ClosedForm,
+    ConceptSpec,
+    Fuser,
+    FusionSettings,
+    NaiveAverage,
+    load_concepts,
+    run_fusion,
+)
 from mos_lightning.models import resolve_source
 from mos_lightning.pipelines import EDLoRAPipeline
 

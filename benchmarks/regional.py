@@ -11,14 +11,14 @@ import argparse
 import time
 
 import torch
+from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
+from sampling import random_concept  # benchmarks/ is on sys.path when this script runs
+from train_step import build_components
 
+from mos_lightning.attention.regions import Region
 from mos_lightning.defaults import NEGATIVE_PROMPT
 from mos_lightning.pipelines import EDLoRAPipeline
 from mos_lightning.pipelines.regional import RegionalPipeline
-from mos_lightning.attention.regions import Region
-from sampling import random_concept  # benchmarks/ is on sys.path when this script runs
-from train_step import build_components
-from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 
 
 def main() -> None:

@@ -13,15 +13,15 @@ import argparse
 import time
 
 import torch
+from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
+from train_step import build_components  # benchmarks/ is on sys.path when this script runs
 
+from mos_lightning.defaults import NEGATIVE_PROMPT
 from mos_lightning.edlora_file import ConceptInfo, EDLoRA
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
-from mos_lightning.defaults import NEGATIVE_PROMPT
 from mos_lightning.pipelines import EDLoRAPipeline
-from train_step import build_components  # benchmarks/ is on sys.path when this script runs
-from common import pipeline, report  # benchmarks/ is on sys.path when these scripts run
 
 
 def random_concept(base) -> EDLoRA:

@@ -48,7 +48,7 @@ class ImageWriter(BasePredictionWriter):
         metadata = prediction.get("metadata") or [{}] * count
         extras = prediction.get("extra_images") or {}  # e.g. {"boxes": [...]} → seed<N>.boxes.png
         for k, (image, prompt, seed, index) in enumerate(zip(prediction["images"], prediction["prompt"],
-                                                             prediction["seed"], prediction["prompt_index"])):
+                                                             prediction["seed"], prediction["prompt_index"], strict=True)):
             path = folder / SampleItem(prompt, index, seed).name
             if path.exists() and getattr(trainer.datamodule, "skip_existing", True):
                 continue  # made by an earlier (interrupted) run with the same settings (checked at the start)

@@ -9,9 +9,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
+from mos_lightning.defaults import NEGATIVE_PROMPT
 from mos_lightning.images import make_grid, save_png
 from mos_lightning.lora import scaled_lora
-from mos_lightning.defaults import NEGATIVE_PROMPT
 from mos_lightning.pipelines import SchedulerName
 
 

@@ -91,3 +91,25 @@ def check_new_tokens(base_model: str, tokens: list[str], initializers: list[str]
     check_token_names(tokens, tokenizer.get_vocab())
     for initializer in initializers:
         initializer_token(initializer, tokenizer)
+
+
+def damaged_weight_files(folder: str | Path) -> list[str]:
+    """The ``.safetensors`` files under ``folder`` whose header or length is broken (cheap: no tensor is read)."""
+    from safetensors import safe_open
+
+    damaged = []
+    for file in sorted(Path(folder).rglob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as error:  # noqa: BLE001 — any failure to open is what we report
+            damaged.append(f"{file} ({error})")
+    return damaged
+
+
+def explain_load_failure(source: str, error: Exception) -> None:
+    """A base whose weights cannot be read failed with the library's raw error, the file unnamed: name it."""
+    damaged = damaged_weight_files(source) if Path(source).is_dir() else []
+    if damaged:
+        raise ValueError(f"base model {source} has damaged weight files: {'; '.join(damaged)}; copy or download them "
+                         "again") from error

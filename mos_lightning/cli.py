@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -9,6 +10,8 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
+
+from .result_folder import FolderLock, changed_inputs, record_inputs
 
 
 class SaveConfig(SaveConfigCallback):
@@ -24,30 +27,47 @@ class SaveConfig(SaveConfigCallback):
         folder = None if trainer.loggers or self.already_saved else results_dir(trainer, pl_module, stage)
         if folder is None:
             return super().setup(trainer, pl_module, stage)
+        inputs = None
         if stage == "predict":
-            check_same_settings(Path(folder), yaml.safe_load(self.parser.dump(self.config, skip_none=False)), trainer)
+            if trainer.is_global_zero:  # one run writes into a folder at a time (see result_folder)
+                self.lock = FolderLock(Path(folder))
+                self.lock.acquire()
+            inputs = check_same_settings(Path(folder), yaml.safe_load(self.parser.dump(self.config, skip_none=False)),
+                                         trainer)
         if trainer.is_global_zero:
             Path(folder).mkdir(parents=True, exist_ok=True)
+            if inputs is not None:
+                record_inputs(Path(folder), inputs)
             self.parser.save(self.config, str(Path(folder) / self.config_filename), skip_none=False,
                              overwrite=True, multifile=self.multifile)
         self.already_saved = True
 
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if getattr(self, "lock", None) is not None:
+            self.lock.release()
 
-def check_same_settings(folder: Path, config: dict, trainer) -> None:
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.teardown(trainer, pl_module, "")
+
+
+def check_same_settings(folder: Path, config: dict, trainer) -> dict:
     """A rerun into a folder that already holds images reuses them (they are skipped as made); refuse when the
-    folder's ``config.yaml`` says they were made with other model settings, naming what differs."""
+    folder's ``config.yaml`` says they were made with other model settings, or its ``inputs.json`` with model files
+    of other contents, naming what differs. Returns the model files' fingerprints, to record."""
     data = trainer.datamodule
     previous = folder / "config.yaml"
+    changed, inputs = changed_inputs(folder, config)
     if not previous.is_file() or not getattr(data, "skip_existing", False):
-        return
+        return inputs
     made = sum((folder / item.name).is_file() for item in getattr(data, "all_items", []))
     old = (yaml.safe_load(previous.read_text()) or {}).get("model") or {}
-    differ = _differences(old, config.get("model") or {}, "model")
+    differ = _differences(old, config.get("model") or {}, "model") + changed
     if made and differ:
         raise ValueError(f"{folder} already holds {made} of these images, made with other settings ({'; '.join(differ)})"
                          "; a rerun reuses images only when the settings match: choose another "
                          "--data.init_args.output_dir, delete the folder, or pass --data.init_args.skip_existing false "
                          "to make every image again")
+    return inputs
 
 
 def _differences(old, new, where: str) -> list[str]:
@@ -140,8 +160,12 @@ class MosLightningCLI(LightningCLI):
                              f"mos-lightning {allowed[0]} --config <the same config>")
 
     def before_instantiate_classes(self) -> None:
+        from .resources import relocate_namespace
+
         subcommand = self.config.get("subcommand")
-        run_on_cpu_only_settings(self.config[subcommand] if subcommand else self.config)
+        config = self.config[subcommand] if subcommand else self.config
+        relocate_namespace(config)  # `demo/world/base` etc. found in the installed package from any folder
+        run_on_cpu_only_settings(config)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         """Lightning's default progress bar is replaced by one that counts steps (see ``StepProgressBar``)."""
@@ -174,7 +198,12 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     import mos_lightning.tasks  # noqa: F401
 
     from .cli_help import KeepLines, project_help
+    from .resources import resolve_config_arguments
 
+    if args is None:  # `--config world/edlora`: a shipped config by name
+        sys.argv[1:] = resolve_config_arguments(sys.argv[1:])
+    elif isinstance(args, list):
+        args = resolve_config_arguments(args)
     subcommands = ("fit", "validate", "test", "predict")
     return MosLightningCLI(
         LightningModule,

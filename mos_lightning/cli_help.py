@@ -7,14 +7,19 @@ from __future__ import annotations
 import inspect
 import re
 import textwrap
-from pathlib import Path
 
 from jsonargparse import DefaultHelpFormatter
 
-# Which configs/ families run under which subcommand.
-CONFIG_FAMILIES = {"fit": ("edlora", "demo/edlora"), "predict": ("sample", "fusion", "regional", "demo/sample",
-                   "demo/fusion", "demo/regional"), "test": ("eval", "demo/eval"), "validate": ()}
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # present in a source checkout
+from .resources import shipped
+
+# Which shipped configs (globs under configs/) run under which subcommand.
+CONFIG_FAMILIES = {
+    "fit": ("edlora/*", "demo/edlora", "world/edlora", "demo/concepts/*", "world/concepts/*"),
+    "predict": ("sample/*", "fusion/*", "regional/*", "demo/sample", "demo/fusion", "demo/regional", "world/sample",
+                "world/fusion", "world/regional"),
+    "test": ("eval/*", "demo/eval", "world/eval"),
+    "validate": (),
+}
 
 
 class KeepLines(DefaultHelpFormatter):
@@ -53,8 +58,9 @@ def project_help(subcommand: str) -> str:
 
     task_classes = [t for t in (tasks.EDLoRATask, tasks.SamplingTask, tasks.RegionalTask, tasks.FusionTask,
                                 tasks.EvalTask) if subcommand in getattr(t, "subcommands", ())]
-    data_classes = {"fit": [data.ConceptDataModule], "predict": [data.PromptDataModule, data.SceneDataModule,
-                    data.FusionDataModule], "test": [data.EvalDataModule]}.get(subcommand, [])
+    families: dict[str, list] = {"fit": [data.ConceptDataModule], "predict": [data.PromptDataModule, data.SceneDataModule,
+                    data.FusionDataModule], "test": [data.EvalDataModule]}
+    data_classes = families.get(subcommand, [])
     lines = ["mos-lightning: Mix-of-Show (ED-LoRA tuning, fusion, regional sampling, evaluation) on LightningCLI.",
              "Start from a config and override any option on the command line, e.g.",
              "  mos-lightning fit --config configs/edlora/object.yaml --data.init_args.concept_dir my/photos",
@@ -66,10 +72,11 @@ def project_help(subcommand: str) -> str:
     lines += textwrap.wrap("Callbacks (--trainer.callbacks): " + ", ".join(f"mos_lightning.callbacks.{n}"
                                                                        for n in callbacks.__all__), 110,
                            subsequent_indent="  ")
-    shipped = sorted(str(p.relative_to(CONFIGS.parent)) for family in CONFIG_FAMILIES.get(subcommand, ())
-                     for p in (CONFIGS / family).glob("*.yaml")) if CONFIGS.is_dir() else []
-    if shipped:
-        lines += ["", "Configs (--config):"] + textwrap.wrap(", ".join(shipped), 110, initial_indent="  ",
+    configs = shipped("configs")
+    listed = sorted(str(p.relative_to(configs).with_suffix("")) for family in CONFIG_FAMILIES.get(subcommand, ())
+                    for p in configs.glob(f"{family}.yaml")) if configs.is_dir() else []
+    if listed:
+        lines += ["", f"Shipped configs (--config NAME, or the file under {configs}):"] + textwrap.wrap(", ".join(listed), 110, initial_indent="  ",
                                                              subsequent_indent="  ")
     if not task_classes:
         lines += ["", f"No task of this project runs under `{subcommand}`: tuning is `fit`, sampling and fusion "

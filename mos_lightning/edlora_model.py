@@ -12,6 +12,7 @@ import random
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from peft.tuners.lora import LoraLayer
@@ -19,7 +20,7 @@ from torch import nn
 
 from .attention import AttentionRecorder, install_layerwise_processors
 from .defaults import PLACEHOLDER
-from .edlora_file import EDLoRA, ConceptInfo
+from .edlora_file import ConceptInfo, EDLoRA
 from .lora import ADAPTER, TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_modules, lora_state_dict
 from .models import BaseModel, cast_frozen
 from .tokens import create_layerwise_tokens, encode_prompts, initial_embedding, tokenize
@@ -38,7 +39,7 @@ class StepOutput:
     input_ids: torch.Tensor  # [B, T] the captions' token ids (one copy)
     concept_positions: torch.Tensor  # [B, T] True where a concept token stands
     embeddings: torch.Tensor  # [N, L, C] the concept's trainable layer-wise embeddings
-    scheduler: object  # the training noise scheduler (``alphas_cumprod``, ``config.prediction_type``, …)
+    scheduler: Any  # the training noise scheduler (``alphas_cumprod``, ``config.prediction_type``, …)
     vocabulary: torch.Tensor  # [V, C] the frozen input embeddings of the tokens before the concept's (a view)
     attention_maps: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → [B, N_pixels, T], if recorded
 
@@ -85,10 +86,9 @@ class EDLoRAModel(nn.Module):
         generator = torch.Generator().manual_seed(init_seed)
         initial = torch.stack([initial_embedding(i, self.tokenizer, self.text_encoder, generator) for i in initializers])
         copies = self.num_layers if layerwise else 1
-        self.concept_tokens = create_layerwise_tokens(
-            self.tokenizer, self.text_encoder, tokens, initial[:, None].repeat(1, copies, 1)
-        )
-        self.vocabulary_size = min(self.concept_tokens.token_ids.tolist())  # rows before the concept's new tokens
+        self.concept_tokens = create_layerwise_tokens(self.tokenizer, self.text_encoder, tokens,
+                                                      initial[:, None].repeat(1, copies, 1))
+        self.vocabulary_size = min(self.concept_tokens.token_ids.tolist())  # type: ignore[operator]  # rows before the concept's new tokens
         self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
         if lora_rank > 0:
             add_lora(self.unet, UNET_TARGETS, lora_rank, lora_alpha)
@@ -206,7 +206,7 @@ class EDLoRAModel(nn.Module):
 
         pipe = EDLoRAPipeline(
             vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-            scheduler=make_scheduler(scheduler, self.noise_scheduler.config),
+            scheduler=make_scheduler(scheduler, self.noise_scheduler.config),  # type: ignore[arg-type]  # checked there
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
         pipe.set_concept_tokens(self.concept_tokens, {concept_name: info})

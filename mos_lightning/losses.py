@@ -82,7 +82,7 @@ class DiffusionLoss(LossTerm):
         self.weight = weight
 
     @property
-    def needs_masks(self) -> bool:
+    def needs_masks(self) -> bool:  # type: ignore[override]  # a plain attribute on LossTerm
         return self.mask_loss
 
     def __call__(self, output: StepOutput, batch: dict) -> torch.Tensor:
@@ -186,7 +186,7 @@ def attention_regularisation(
         outside = (target == 0).float()
         count = outside.sum()
         valid = valid & (count > 0)  # the reference skips the term when a mean over no pixels is NaN
-        outside_mean = lambda m: (m * outside).sum() / count.clamp_min(1)  # noqa: E731  (mean over a selection, no sync)
+        outside_mean = lambda m, outside=outside, count=count: (m * outside).sum() / count.clamp_min(1)  # noqa: E731  (mean over a selection, no sync)
         subject = F.mse_loss(second, target) if full_identity else outside_mean(second)
         total = total + weight * (subject + outside_mean(first))
     return torch.where(valid, total, torch.zeros_like(total))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +144,7 @@ class AlignmentTable(torch.nn.Module):
                references: torch.Tensor) -> dict[str, float]:
         """Add one generated image (CLIP features ``[1, D]``); returns its own scores."""
         for cell in (group, ALL_GROUPS):
-            metrics = self.cells[self._name((method, concept, cell))]
+            metrics: Any = self.cells[self._name((method, concept, cell))]  # a ModuleDict of metrics
             metrics["text_alignment"].update(image, text)
             metrics["image_alignment"].update(image, references)
         return {"text_alignment": float(text_alignment_scores(image, text)[0]),
@@ -151,4 +152,4 @@ class AlignmentTable(torch.nn.Module):
 
     def compute(self) -> dict[tuple[str, str, str], dict[str, float]]:
         """Every cell's means, summed over processes (a collective: call it on every process)."""
-        return {k: {name: float(m.compute()) for name, m in self.cells[self._name(k)].items()} for k in self.keys}
+        return {k: {name: float(m.compute()) for name, m in self.cells[self._name(k)].items()} for k in self.keys}  # type: ignore[operator]

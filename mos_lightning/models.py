@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,10 +18,10 @@ SUBFOLDERS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 class BaseModel:
     """The parts of an SD 1.x model that ED-LoRA tuning, fusion and sampling need."""
 
-    tokenizer: object
-    text_encoder: object
-    unet: object
-    vae: object
+    tokenizer: Any  # the libraries' classes, typed loosely upstream (diffusers resolves attributes at run time)
+    text_encoder: Any
+    unet: Any
+    vae: Any
     scheduler_config: dict
 
     @property
@@ -80,10 +81,16 @@ def load_base_model(base_model: str) -> BaseModel:
 
     source, local = resolve_source(base_model)
     kwargs = {"local_files_only": local}
-    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
-    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs)
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs)
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs)
+    except Exception as error:
+        from .base_checks import explain_load_failure  # (base_checks imports this module)
+
+        explain_load_failure(source, error)
+        raise
     scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **kwargs)
     for module in (text_encoder, unet, vae):
         module.requires_grad_(False).eval()

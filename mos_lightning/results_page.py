@@ -75,7 +75,7 @@ def _tuning_section(root: Path) -> str:
     parts = ["<h2>While tuning: sample grids</h2>",
              '<p class="note">Rows: prompt × seed; columns: LoRA scale (0 = the embeddings alone).</p>']
     for folder, path in sorted(latest.items()):
-        caption = Image.open(path).text.get("caption", "")
+        caption = Image.open(path).text.get("caption", "")  # type: ignore[attr-defined]  # a PNG's text chunks
         parts.append(_figure(path, root, f"{folder.relative_to(root).as_posix()} — {path.stem}: {caption}",
                              _scale(path)))
     return "\n".join(parts)
@@ -103,7 +103,7 @@ def _regional_section(root: Path) -> str:
         image = path.with_name(path.name.replace(".boxes.png", ".png"))
         if not image.is_file():
             continue
-        text = Image.open(image).text
+        text = Image.open(image).text  # type: ignore[attr-defined]  # a PNG's text chunks
         caption = f"{text.get('context_prompt', '')} — {text.get('regions', '')}"
         parts.append(f"<div>{_figure(image, root, caption, _scale(image))}{_figure(path, root, 'regions', _scale(path))}"
                      "</div>")

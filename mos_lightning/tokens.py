@@ -32,7 +32,7 @@ class LayerwiseTokens(nn.Module):
             raise ValueError(f"weight must be [N, L, C] for N={len(names)} tokens, got {tuple(weight.shape)}")
         self.names = list(names)
         self.register_buffer("token_ids", torch.tensor(list(token_ids), dtype=torch.long), persistent=False)
-        self._cpu_token_ids = self.token_ids.clone()  # matching CPU ids must not copy from the GPU (a sync)
+        self._cpu_token_ids = self.token_ids.clone()  # type: ignore[operator]  # a registered buffer  # matching CPU ids must not copy from the GPU (a sync)
         self.weight = nn.Parameter(weight.clone())
 
     @property
@@ -42,7 +42,7 @@ class LayerwiseTokens(nn.Module):
     def matches(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[B, T, N]`` boolean: position (b, t) holds token n."""
         ids = self._cpu_token_ids if input_ids.device.type == "cpu" else self.token_ids.to(input_ids.device)
-        return input_ids[..., None] == ids
+        return input_ids[..., None] == ids  # type: ignore[return-value]  # torch's stubs type == as bool
 
     def substitute(self, input_ids: torch.Tensor, base_embeds: torch.Tensor, num_copies: int) -> torch.Tensor:
         """Input embeddings for ``num_copies`` layer copies of a batch: ``[num_copies * B, T, C]``.

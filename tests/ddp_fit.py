@@ -1,5 +1,7 @@
-"""Run by test_ddp.py in a clean subprocess: 2-process CPU DDP fit, then every rank dumps its trained tensors."""
+"""Run by test_ddp.py in a clean subprocess: 2-process CPU DDP fit, then every rank dumps its trained tensors.
+``NUM_NODES=2`` (under torchrun, one process per node): the same run as two simulated nodes on this machine."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +26,9 @@ cli = build_cli(args=[
     "--model.init_args.base_model", model_dir,
     "--model.init_args.output_dir", f"{out}/edlora",
     "--data.init_args.concept_dir", concept_dir,
-    "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+    "--trainer.accelerator", "cpu",
+    *(["--trainer.devices", "2"] if os.environ.get("NUM_NODES", "1") == "1" else
+      ["--trainer.devices", "1", "--trainer.num_nodes", os.environ["NUM_NODES"]]),
     # the DDP settings of the shipped GPU configs
     "--trainer.strategy", '{"class_path": "lightning.pytorch.strategies.DDPStrategy", "init_args": {"broadcast_buffers": false}}',
     "--trainer.max_steps", "3", "--trainer.default_root_dir", f"{out}/logs",

@@ -7,8 +7,8 @@ import torch
 
 from mos_lightning.data import ConceptDataModule
 from mos_lightning.edlora_file import ConceptInfo, EDLoRA
-from mos_lightning.losses import AttentionRegularisation, DiffusionLoss
 from mos_lightning.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_state_dict
+from mos_lightning.losses import AttentionRegularisation, DiffusionLoss
 from mos_lightning.models import load_base_model
 from mos_lightning.tasks import EDLoRATask
 

@@ -6,7 +6,10 @@ import pytest
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from mos_lightning.attention import (
-    LayerwiseCrossAttnProcessor, attention_processors, cross_attention_layers, install_layerwise_processors,
+    LayerwiseCrossAttnProcessor,
+    attention_processors,
+    cross_attention_layers,
+    install_layerwise_processors,
     set_attention_processors,
 )
 from mos_lightning.models import load_base_model

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 SMOKE = {
@@ -32,6 +31,7 @@ def test_benchmark_script_runs_on_the_tiny_model(script, tmp_path):
 
 def test_fusion_inputs_benchmark_runs_on_the_tiny_model(tiny_model_dir, tmp_path):
     from helpers import random_edlora
+
     from mos_lightning.edlora_file import save_edlora
 
     files = [str(save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1)))

@@ -3,11 +3,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import DEMO_CONCEPTS, REPO
 
 from mos_lightning.cli import build_cli
 from mos_lightning.edlora_file import load_edlora
-
-from conftest import DEMO_CONCEPTS, REPO
 
 OVERLAYS_ONLY = ("small_machine",)  # layered after a recipe, never used alone
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml")
@@ -89,6 +88,7 @@ def test_a_run_prints_no_library_noise(tiny_model_dir, tmp_path):
     import sys
 
     from helpers import random_edlora
+
     from mos_lightning.edlora_file import save_edlora
 
     files = [str(save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1)))
@@ -149,9 +149,9 @@ def test_tuning_recipes_run_on_a_cpu_with_their_gpu_settings_dropped(config, cap
 
 
 def test_help_shows_this_projects_tasks_options_and_configs(capsys):
-    for subcommand, expected in (("fit", ("EDLoRATask", "lora_rank", "ConceptDataModule", "configs/edlora/object.yaml")),
-                                 ("predict", ("SamplingTask", "FusionTask", "solver", "configs/sample/edlora.yaml")),
-                                 ("test", ("EvalTask", "clip_model", "EvalDataModule", "configs/eval/table1.yaml"))):
+    for subcommand, expected in (("fit", ("EDLoRATask", "lora_rank", "ConceptDataModule", "edlora/object", "world/edlora")),
+                                 ("predict", ("SamplingTask", "FusionTask", "solver", "sample/edlora", "world/fusion")),
+                                 ("test", ("EvalTask", "clip_model", "EvalDataModule", "eval/table1", "world/eval"))):
         with pytest.raises(SystemExit):
             build_cli([subcommand, "--help"])
         shown = capsys.readouterr().out

@@ -156,6 +156,7 @@ def test_module_defaults_are_the_reference_recipe(concept_dir):
 
 def test_caption_template_presets(concept_dir):
     from helpers import make_data
+
     from mos_lightning.data.caption_templates import HUMAN
 
     dm = make_data(concept_dir, prompt_templates="human", geometry="reference")

@@ -5,11 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DEMO_CONCEPTS
 from safetensors.torch import load_file
 
 from mos_lightning.edlora_file import load_edlora
-
-from conftest import DEMO_CONCEPTS
 
 SCRIPT = Path(__file__).with_name("ddp_fit.py")
 
@@ -36,11 +35,43 @@ def test_ddp_fit_on_two_cpu_processes_trains_identical_replicas(tiny_model_dir, 
     assert edlora.extra["global_step"] == 3
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_simulated_nodes_train_what_one_node_with_two_processes_trains(tiny_model_dir, tmp_path):
+    """torchrun --nnodes 2 --nproc-per-node 1 on localhost (gloo), --trainer.num_nodes 2: the same global ranks as
+    one node with two processes, so the same tensors, bit for bit, and every file written once (global rank 0)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "PL_", "PYTEST"))}
+    port = str(_free_port())
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(k),
+         "--master-addr", "127.0.0.1", "--master-port", port, str(SCRIPT), str(tiny_model_dir),
+         str(DEMO_CONCEPTS / "redball"), str(tmp_path / "nodes")],
+        env={**env, "NUM_NODES": "2", "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for k in range(2)]
+    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(log[-3000:] for log in logs)
+    single = subprocess.run([sys.executable, str(SCRIPT), str(tiny_model_dir), str(DEMO_CONCEPTS / "redball"),
+                             str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-4000:]
+    for rank in (0, 1):
+        two, one = (load_file(tmp_path / run / f"rank{rank}.safetensors") for run in ("nodes", "one"))
+        assert two.keys() == one.keys()
+        for key in two:
+            assert torch.equal(two[key], one[key]), (rank, key)
+    assert sorted(p.name for p in (tmp_path / "nodes" / "edlora").iterdir()) == [
+        "config.yaml", "edlora.fusion-stats.safetensors", "edlora.safetensors"]
+
+
 def test_static_graph_with_gradient_accumulation_is_refused_before_training(tiny_model_dir, concept_dir, tmp_path):
     import torch.distributed as dist
-    from lightning.pytorch.strategies import DDPStrategy
-
     from helpers import make_data, make_task, make_trainer
+    from lightning.pytorch.strategies import DDPStrategy
 
     task = make_task(tiny_model_dir, tmp_path / "out")
     trainer = make_trainer(tmp_path, 2, strategy=DDPStrategy(static_graph=True), accumulate_grad_batches=2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mos_lightning.edlora_file import ConceptInfo, EDLoRA, METADATA_KEY, load_edlora, save_edlora
+from mos_lightning.edlora_file import METADATA_KEY, ConceptInfo, EDLoRA, load_edlora, save_edlora
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
 import random
 
+import lightning.pytorch as pl
 import pytest
 import torch
-import lightning.pytorch as pl
+from helpers import make_data, make_task, make_trainer
 
 from mos_lightning.edlora_file import load_edlora
 from mos_lightning.losses import attention_regularisation
 from mos_lightning.models import load_base_model
-
-from helpers import make_data, make_task, make_trainer
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +211,7 @@ def test_cached_latents_give_the_same_losses_with_fewer_vae_encodes(tiny_model_d
         torch.manual_seed(0)  # the LoRA initialisation
         task.configure_model()
         calls = []
-        task.model.vae.encoder.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+        task.model.vae.encoder.register_forward_hook(lambda m, a, o, calls=calls: calls.append(a[0].shape[0]))
         losses = []
         for step, batch in enumerate(batches):
             torch.manual_seed(100 + step)

@@ -2,15 +2,14 @@ import csv
 import json
 
 import pytest
+from conftest import DEMO_CONCEPTS, REPO
+from helpers import random_edlora
 
 from mos_lightning.cli import build_cli
 from mos_lightning.data import EvalConceptSpec, EvalDataModule
 from mos_lightning.data.eval_prompts import GROUPS, PAPER_PROMPTS
 from mos_lightning.edlora_file import save_edlora
 from mos_lightning.tiny import save_tiny_clip
-
-from conftest import DEMO_CONCEPTS, REPO
-from helpers import random_edlora
 
 
 def spec(name="dogA", category="pets", **kw):
@@ -101,7 +100,7 @@ def test_the_authors_benchmark_prompt_files_keep_their_groups(tmp_path):
     (tmp_path / "test_chair.txt").write_text("\n\n".join("\n".join(b) for b in blocks) + "\n")
     dm = EvalDataModule([spec(prompt_file=str(tmp_path / "test_chair.txt"))], seeds=[1])
     dm.setup("test")
-    assert [(i.group, i.prompt) for i in dm.items] == [(g, p) for g, b in zip(GROUPS, blocks) for p in b]
+    assert [(i.group, i.prompt) for i in dm.items] == [(g, p) for g, b in zip(GROUPS, blocks, strict=True) for p in b]
     (tmp_path / "plain.txt").write_text("A <TOK>\nA <TOK> again\n")
     plain = EvalDataModule([spec(prompt_file=str(tmp_path / "plain.txt"))], seeds=[1])
     plain.setup("test")

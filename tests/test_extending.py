@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 import yaml
-
 from conftest import DEMO_CONCEPTS, REPO
 from helpers import random_edlora
+
 from mos_lightning.cli import build_cli
 from mos_lightning.edlora_file import save_edlora
 
@@ -101,8 +101,8 @@ def test_a_model_subclass_with_an_extra_parameter_trains_exports_and_samples(exa
     assert groups["extra"]["lr"] == 1e-2 and groups["extra"]["params"] == [model.gains]
     assert not torch.equal(model.gains.detach(), torch.ones_like(model.gains))  # the gains trained
     # the file holds the gains folded into B: loaded into a plain pipeline it gives the live model's predictions
-    from mos_lightning.edlora_file import load_edlora
     from mos_lightning.attention import install_layerwise_processors
+    from mos_lightning.edlora_file import load_edlora
     from mos_lightning.lora import lora_modules
     from mos_lightning.pipelines import EDLoRAPipeline
 

@@ -8,11 +8,10 @@ import json
 import os
 
 import pytest
+from conftest import DEMO_CONCEPTS, REPO
 
 from mos_lightning.cli import build_cli
 from mos_lightning.edlora_file import load_edlora
-
-from conftest import DEMO_CONCEPTS, REPO
 
 
 def fit_args(model_dir, out, root, *extra):
@@ -58,11 +57,11 @@ def test_an_unwritable_output_folder_fails_before_the_model_loads(tiny_model_dir
 
 # ------------------------------------------------------------------ result folders describe their contents
 def test_a_rerun_reuses_only_images_made_with_the_same_settings(tiny_model_dir, tmp_path):
+    from helpers import random_edlora
     from PIL import Image
+    from test_sampling import predict_args
 
     from mos_lightning.edlora_file import save_edlora
-    from helpers import random_edlora
-    from test_sampling import predict_args
 
     cat, dog = (save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.3))
                 for i, n in enumerate(("cat", "dog")))
@@ -92,9 +91,10 @@ def _fuse(tiny_model_dir, files, out, *extra):
 def test_fusion_model_report_and_config_change_together(tiny_model_dir, tmp_path, monkeypatch):
     """The report and config travel inside model/ (one atomic swap); a fusion that fails while writing leaves the
     old model with its own report and config, no report beside it that describes another model, no temporaries."""
-    from mos_lightning.edlora_file import save_edlora
     from helpers import random_edlora
+
     import mos_lightning.fusion.output as output
+    from mos_lightning.edlora_file import save_edlora
 
     files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
              for i, n in enumerate(("cat", "dog"))]
@@ -125,9 +125,9 @@ def test_fusion_model_report_and_config_change_together(tiny_model_dir, tmp_path
 def test_an_interrupted_edlora_write_leaves_the_old_file_intact(tmp_path, monkeypatch, tiny_model_dir):
     """Writing the file directly instead of through the temporary path would leave half a file under the real name."""
     import safetensors.torch
+    from helpers import random_edlora
 
     import mos_lightning.edlora_file as edlora_file
-    from helpers import random_edlora
 
     path = edlora_file.save_edlora(tmp_path / "cat.safetensors", random_edlora(tiny_model_dir, "cat"))
     before = digest(path)
@@ -196,8 +196,9 @@ def test_damaged_input_files_are_named_before_any_model_loads(tmp_path, tiny_mod
 
 
 def test_a_damaged_statistics_file_is_recorded_afresh_with_a_warning(tiny_model_dir, tmp_path):
-    from mos_lightning.edlora_file import save_edlora
     from helpers import random_edlora
+
+    from mos_lightning.edlora_file import save_edlora
 
     cat = save_edlora(tmp_path / "cat.safetensors", random_edlora(tiny_model_dir, "cat", lora_std=0.1))
     _fuse(tiny_model_dir, [cat], tmp_path / "first", "--model.init_args.save_stats", "true")
@@ -214,11 +215,12 @@ def test_a_damaged_statistics_file_is_recorded_afresh_with_a_warning(tiny_model_
 
 # ------------------------------------------------------------------ the base model
 def test_an_edlora_from_another_base_of_the_same_shape_is_warned_about(tiny_model_dir, tmp_path):
+    from helpers import random_edlora
+    from test_sampling import predict_args
+
     from mos_lightning.base_checks import base_fingerprint
     from mos_lightning.edlora_file import save_edlora
     from mos_lightning.tiny import save_tiny_model
-    from helpers import random_edlora
-    from test_sampling import predict_args
 
     other = save_tiny_model(tmp_path / "other-sd", seed=1)  # same architecture, other weights
     assert base_fingerprint(str(other)) != base_fingerprint(str(tiny_model_dir)) != ""
@@ -294,10 +296,10 @@ def test_evaluation_stops_promptly_on_sigterm_and_leaves_only_whole_images(tiny_
 
 def test_an_edlora_of_another_width_is_refused_before_the_model_loads(tiny_model_dir, tmp_path):
     import torch
-
-    from mos_lightning.edlora_file import save_edlora
     from helpers import random_edlora
     from test_sampling import predict_args
+
+    from mos_lightning.edlora_file import save_edlora
 
     narrow = random_edlora(tiny_model_dir, "cat", embeddings={"<cat1>": torch.randn(16, 8), "<cat2>": torch.randn(16, 8)})
     file = save_edlora(tmp_path / "narrow.safetensors", narrow)

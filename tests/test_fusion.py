@@ -6,6 +6,8 @@ import sys
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import DEMO_CONCEPTS, REPO
+from helpers import make_data, make_task, make_trainer, random_edlora
 from safetensors.torch import load_file
 
 from mos_lightning.cli import build_cli
@@ -13,9 +15,6 @@ from mos_lightning.edlora_file import save_edlora
 from mos_lightning.fusion import ConceptSpec, Fuser, load_concepts
 from mos_lightning.models import load_base_model
 from mos_lightning.pipelines import EDLoRAPipeline
-
-from conftest import DEMO_CONCEPTS, REPO
-from helpers import make_data, make_task, make_trainer, random_edlora
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_lbfgs_solver_reaches_the_closed_form_objective(tiny_model_dir, tmp_path
         "tolerance_change": 1e-15, "kv_iterations": None, "keep_best": False}}
     for stage in ("text_encoder", "kv", "spatial"):
         exact_rows, iterative_rows = reports["closed_form"]["layers"][stage], reports["lbfgs"]["layers"][stage]
-        for exact, iterative in zip(exact_rows, iterative_rows):
+        for exact, iterative in zip(exact_rows, iterative_rows, strict=True):
             # the exact solve is never worse than L-BFGS (up to what its small ridge costs)
             assert exact["objective"] <= iterative["objective"] + 1e-3 * exact["objective_base"] + 1e-9, exact["layer"]
         # and L-BFGS from W0 gets most of the way (slowly on ill-conditioned layers)
@@ -119,7 +118,7 @@ def test_statistics_and_weights_agree_between_one_and_two_ddp_processes(tiny_mod
     one, two = (json.loads((tmp_path / d / "fusion_report.json").read_text()) for d in ("one", "two"))
     assert two["world_size"] == 2 and list(two["fidelity"]) == ["cat", "dog", "fox"]
     for stage in one["layers"]:
-        for a, b in zip(one["layers"][stage], two["layers"][stage]):
+        for a, b in zip(one["layers"][stage], two["layers"][stage], strict=True):
             assert a["layer"] == b["layer"] and a["rows"] == b["rows"]
             # objectives are differences of large sums: compare on the scale of the base objective
             assert b["objective"] == pytest.approx(a["objective"], abs=1e-6 * a["objective_base"] + 1e-12)

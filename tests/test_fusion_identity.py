@@ -9,11 +9,11 @@ measures the same with six concepts and intervals.
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO
+
 from mos_lightning.fusion import NaiveSum, default_solver
-from mos_lightning.world.study import Study, world_settings
 from mos_lightning.world.identity import kept_above_bound
+from mos_lightning.world.study import Study, world_settings
 
 CONCEPTS = ("buoyring", "moonball", "zigcone")
 

@@ -2,15 +2,25 @@ import pytest
 import torch
 from torch import nn
 
-from mos_lightning.fusion import (ClosedForm, FusionSums, GramRecorder, LayerProblem, NaiveAverage, NaiveSum, closed_form,
-                                  lbfgs, naive_merge, objective)
+from mos_lightning.fusion import (
+    ClosedForm,
+    FusionSums,
+    GramRecorder,
+    LayerProblem,
+    NaiveAverage,
+    NaiveSum,
+    closed_form,
+    lbfgs,
+    naive_merge,
+    objective,
+)
 
 
 def sums_for(w0, weights, inputs):
     """Record each concept's inputs through a real linear layer, as the fuser does."""
     layer = nn.Linear(w0.shape[1], w0.shape[0], bias=False)
     sums = FusionSums()
-    for w, x in zip(weights, inputs):
+    for w, x in zip(weights, inputs, strict=True):
         with GramRecorder(nn.Sequential(layer), ["0"], dtype=torch.float64) as rec:
             layer(x.float())
         sums.add(rec, {"0": w - w0})
@@ -30,10 +40,10 @@ def test_closed_form_matches_lstsq_on_stacked_activations():
     gram, cross, energy, rows = sums_for(w0, weights, inputs)
     fused = closed_form(w0, gram, cross, ridge=1e-12)
     x = torch.cat(inputs)
-    y = torch.cat([xi @ wi.T for xi, wi in zip(inputs, weights)])
+    y = torch.cat([xi @ wi.T for xi, wi in zip(inputs, weights, strict=True)])
     expected = torch.linalg.lstsq(x, y).solution.T
     torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
-    direct = sum(((xi @ wi.T - xi @ fused.T) ** 2).sum() for xi, wi in zip(inputs, weights))
+    direct = sum(((xi @ wi.T - xi @ fused.T) ** 2).sum() for xi, wi in zip(inputs, weights, strict=True))
     torch.testing.assert_close(objective(fused, w0, gram, cross, energy), direct, atol=1e-4, rtol=1e-6)
     assert int(rows) == 60
 

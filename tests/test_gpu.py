@@ -12,7 +12,6 @@ import warnings
 import lightning.pytorch as pl
 import pytest
 import torch
-
 from helpers import make_data, make_task
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from mos_lightning.metrics import (
-    CLIPFeatures, ImageAlignment, TextAlignment, image_alignment_scores, text_alignment_scores,
+    CLIPFeatures,
+    ImageAlignment,
+    TextAlignment,
+    image_alignment_scores,
+    text_alignment_scores,
 )
 
 

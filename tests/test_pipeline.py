@@ -1,11 +1,10 @@
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler
+from helpers import random_edlora as _edlora
 
 from mos_lightning.edlora_file import EDLoRA
 from mos_lightning.pipelines import EDLoRAPipeline
-
-from helpers import random_edlora as _edlora
 
 
 @pytest.fixture

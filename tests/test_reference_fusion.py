@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import load_golden, reference_file
 
 from mos_lightning.fusion import ClosedForm, LayerProblem
-from reference import load_golden, reference_file
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_a_reference_fused_folder_loads_for_sampling_with_its_concepts():
                                           safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     assert {n: c.tokens for n, c in pipe.concepts.items()} == {"cat": ["<cat1>", "<cat2>"], "dog": ["<dog1>", "<dog2>"]}
-    table = dict(zip(pipe.concept_tokens.names, pipe.concept_tokens.weight))
+    table = dict(zip(pipe.concept_tokens.names, pipe.concept_tokens.weight, strict=True))
     for name in ("cat", "dog"):
         for token, embedding in load_edlora(reference_file(f"fusion/edlora_{name}.pth")).embeddings.items():
             torch.testing.assert_close(table[token], embedding)
@@ -120,7 +120,7 @@ def test_reference_inputs_reproduce_the_references_statistics(golden_layers):
     for index in range(2):
         record = fuser.record(index)
         text = record.text_encoder
-        assert_grams_match("te", golden_layers, lambda n: (text.grams[text.group_of[n]], text.rows[text.group_of[n]]),
+        assert_grams_match("te", golden_layers, lambda n, text=text: (text.grams[text.group_of[n]], text.rows[text.group_of[n]]),
                            index)
         fuser.add(index, record)
     fuser.fused["text_encoder"] = {n: golden_layers[n]["W_fused_reference"].float()
@@ -134,4 +134,4 @@ def test_reference_inputs_reproduce_the_references_statistics(golden_layers):
         fuser.settings.num_inference_steps = 20
         spatial = fuser.record_spatial_hybrid(index)
         assert_grams_match("spatial", golden_layers,
-                           lambda n: (spatial.grams[spatial.group_of[n]], spatial.rows[spatial.group_of[n]]), index)
+                           lambda n, spatial=spatial: (spatial.grams[spatial.group_of[n]], spatial.rows[spatial.group_of[n]]), index)

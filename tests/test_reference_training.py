@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import load_golden, reference_file
 
 from mos_lightning.edlora_file import import_reference_pth
 from mos_lightning.edlora_model import EDLoRAModel
 from mos_lightning.losses import AttentionRegularisation, DiffusionLoss, attention_regularisation
 from mos_lightning.models import load_base_model
-from reference import load_golden, reference_file
 
 
 @pytest.mark.parametrize("full_identity", [False, True])
@@ -87,7 +87,7 @@ def test_training_loss_and_gradients_match_the_reference(reference_model, size, 
     assert torch.allclose(output.latents, steps["latents"], rtol=1e-5, atol=1e-6)
     assert torch.allclose(output.noisy_latents, steps["noisy_latents"], rtol=1e-5, atol=1e-6)
     assert loss.item() == pytest.approx(expected["loss_float"], rel=1e-5)
-    grads = dict(zip(model.concept_tokens.names, model.concept_tokens.weight.grad))
+    grads = dict(zip(model.concept_tokens.names, model.concept_tokens.weight.grad, strict=True))
     for token, grad in expected["grad_concept_embedding"].items():  # row l = cross-attention layer l
         assert torch.allclose(grads[token], grad, rtol=1e-4, atol=1e-7), token
     for part, module in (("grad_text_encoder_lora", model.text_encoder), ("grad_unet_lora", model.unet)):

@@ -5,20 +5,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO
 from diffusers import DPMSolverMultistepScheduler, T2IAdapter
 from diffusers.models.attention_processor import Attention
+from helpers import random_edlora
 from PIL import Image
 
+from mos_lightning.attention.regions import Region, RegionalCrossAttnProcessor, RegionLayout, feature_mask, feature_sizes
 from mos_lightning.cli import build_cli
 from mos_lightning.edlora_file import save_edlora
 from mos_lightning.pipelines import EDLoRAPipeline
 from mos_lightning.pipelines.regional import AdapterCondition, RegionalPipeline, draw_regions
-from mos_lightning.attention.regions import Region, RegionalCrossAttnProcessor, RegionLayout, feature_mask, feature_sizes
-
 from mos_lightning.tiny import save_tiny_adapter
-
-from conftest import REPO
-from helpers import random_edlora
 
 LAYERS, T, C = 2, 5, 8
 
@@ -235,7 +233,7 @@ def test_adapter_weights_per_region(pipe):
     boxed = regional.adapter_states([AdapterCondition(pose, condition, 0.5, [((0, 0, 32, 32), 0.0)])], 64, 64)
     touched = RegionalPipeline(pipe, "outward").adapter_states(
         [AdapterCondition(pose, condition, 0.5, [((0, 0, 32, 32), 0.0)])], 64, 64)
-    for p, s, b, t in zip(plain, same, boxed, touched):
+    for p, s, b, t in zip(plain, same, boxed, touched, strict=True):
         h, w = p.shape[-2:]
         assert torch.equal(p, s)
         half_h, half_w = h // 2, w // 2  # inward (the reference): the cells wholly inside the box (1×1: none)

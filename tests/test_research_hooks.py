@@ -7,14 +7,24 @@ import math
 
 import pytest
 import torch
+from conftest import REPO
+from helpers import make_data, make_task, make_trainer
 from peft.tuners.lora import LoraLayer
 
-from conftest import DEMO_CONCEPTS, REPO
-from helpers import make_data, make_task, make_trainer
 from mos_lightning.cli import build_cli
 from mos_lightning.components import describe
-from mos_lightning.fusion import (ClosedForm, FusionSolver, FusionSums, GramRecorder, KeepBase, LayerProblem, NaiveSum,
-                                  PerLayer, SolverRule, closed_form)
+from mos_lightning.fusion import (
+    ClosedForm,
+    FusionSolver,
+    FusionSums,
+    GramRecorder,
+    KeepBase,
+    LayerProblem,
+    NaiveSum,
+    PerLayer,
+    SolverRule,
+    closed_form,
+)
 from mos_lightning.losses import DiffusionLoss, LossTerm
 from mos_lightning.tasks import FusionTask
 
@@ -148,6 +158,7 @@ def test_per_layer_rules_route_each_layer_and_towards_naive_falls_back_to_the_na
 
 def test_per_layer_fusion_reports_the_solver_of_every_layer(tiny_model_dir, tmp_path):
     from helpers import random_edlora
+
     from mos_lightning.edlora_file import save_edlora
 
     files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))

@@ -2,10 +2,9 @@ import copy
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-
 from conftest import DEMO_CONCEPTS
 from helpers import make_data, make_task, make_trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class CaptureStart(pl.Callback):

@@ -1,13 +1,12 @@
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from helpers import make_data, make_task, make_trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
 from mos_lightning.callbacks import SampleLogger
-
-from helpers import make_data, make_task, make_trainer
 
 
 class LossRecorder(Callback):

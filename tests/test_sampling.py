@@ -5,13 +5,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
+from helpers import random_edlora
 from PIL import Image
 
 from mos_lightning.cli import build_cli
 from mos_lightning.edlora_file import save_edlora
-
-from conftest import REPO
-from helpers import random_edlora
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch._dynamo
-from torch.utils._python_dispatch import TorchDispatchMode
-
 from helpers import make_data, make_task
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Ops whose result is a host value or has a data-dependent shape: on a GPU each one is a sync.
 HOST_READS = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal", "unique", "_unique2",

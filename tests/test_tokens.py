@@ -45,7 +45,7 @@ def test_layer_l_attends_to_embedding_l(base):
     with torch.no_grad():
         tokens.weight[:, 3] += 1.0
     after = _run_unet(base, tokens, "a photo of <a1> <a2>")
-    changed = [l for l in range(16) if not torch.equal(before[l], after[l])]
+    changed = [k for k in range(16) if not torch.equal(before[k], after[k])]
     assert changed == [3]
 
 

@@ -95,13 +95,13 @@ def test_tuning_on_the_trained_world_brings_the_concept_closer_to_its_photos(tmp
     """On the trained world base, a tuned concept's samples are nearer its training views (world CLIP image
     alignment) than what the base draws for the class word; a broken tuning (no learning) fails this."""
 
+    from conftest import REPO
+
     from mos_lightning.cli import build_cli
-    from mos_lightning.data.evaluation import EvalConceptSpec, reference_images
     from mos_lightning.data.concept import open_image
+    from mos_lightning.data.evaluation import EvalConceptSpec, reference_images
     from mos_lightning.metrics import CLIPFeatures
     from mos_lightning.pipelines import EDLoRAPipeline
-
-    from conftest import REPO
 
     folder = write_concept("bandball", tmp_path / "bandball", count=8)
     build_cli(["fit", "--config", str(REPO / "configs/world/edlora.yaml"),
@@ -144,7 +144,7 @@ def test_twins_change_one_attribute_of_one_thing_and_nothing_else():
         scene = random_scene(random.Random(k))
         other = twin(scene, random.Random(f"t{k}"))
         assert other.background == scene.background and len(other.things) == len(scene.things)
-        changes = [(a, b) for a, b in zip(scene.things, other.things) if a != b]
+        changes = [(a, b) for a, b in zip(scene.things, other.things, strict=True) if a != b]
         assert len(changes) == 1
         before, after = changes[0]
         differing = [f for f in ("cls", "colour", "pattern", "x", "y", "radius") if getattr(before, f) != getattr(after, f)]
@@ -152,7 +152,7 @@ def test_twins_change_one_attribute_of_one_thing_and_nothing_else():
         assert caption(other) != caption(scene)
     plain, _ = world_pictures(4, seed=0, progress=False)
     twins, _ = world_pictures(4, seed=0, progress=False, twins=True)
-    for a, b in zip(plain, twins):  # the same picture apart from one thing
+    for a, b in zip(plain, twins, strict=True):  # the same picture apart from one thing
         assert 0 < (np.abs(a.astype(int) - b).sum(-1) > 30).mean() < 0.3
 
 
@@ -240,16 +240,17 @@ def test_the_training_scripts_give_the_same_weights_twice(tmp_path):
 
 
 def test_the_demo_configs_name_the_concepts_the_demo_tunes():
-    """scripts/demo.sh tunes two concepts; the fusion, regional scene and evaluation configs must all name those
+    """The demo (python -m mos_lightning.world demo) tunes two concepts; the fusion, regional scene and evaluation configs must all name those
     two (a concept renamed in one place would fail the demo half-way, after minutes of tuning)."""
     import re
 
     import yaml
-
     from conftest import REPO
-    from mos_lightning.data.scenes import parse_scene
 
-    tuned = set(re.search(r'WORLD_CONCEPTS:-([a-z ]+)}', (REPO / "scripts/demo.sh").read_text()).group(1).split())
+    from mos_lightning.data.scenes import parse_scene
+    from mos_lightning.world.demo import DEFAULT_CONCEPTS
+
+    tuned = set(DEFAULT_CONCEPTS)
     assert len(tuned) == 2 and tuned <= set(CONCEPTS)
     fusion = yaml.safe_load((REPO / "configs/world/fusion.yaml").read_text())
     assert {Path(c["path"]).parent.name for c in fusion["data"]["init_args"]["concepts"]} == tuned

@@ -13,7 +13,7 @@ import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,10 +22,17 @@ from torch.utils.data import Dataset
 
 from ..defaults import PLACEHOLDER
 from .caption_templates import resolve_templates
-from .transforms import (image_to_tensor, mask_to_tensor, reference_object_fill, reference_resize_crop,
-                         resize_crop_letterbox, shuffle_caption)
+from .transforms import (
+    image_to_tensor,
+    mask_to_tensor,
+    reference_object_fill,
+    reference_resize_crop,
+    resize_crop_letterbox,
+    shuffle_caption,
+)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+NOT_IMAGES = {".txt", ".json", ".yaml", ".yml", ".md"}  # sidecar files an image folder may hold without a word
 # How a training view is cut from an image (mos_lightning.data.transforms); the reference's is the default.
 Geometry = Literal["reference", "reference_object", "centred"]
 
@@ -74,8 +81,16 @@ def open_image(path: Path, mode: str) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             return _to_8bit(img).convert(mode)
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"image {path} is too large to read safely ({err}); downscale it (a few megapixels is plenty "
+                         "for tuning)") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}; remove or replace the file") from err
+
+
+def has_transparency(path: Path) -> bool:
+    with Image.open(path) as img:
+        return img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
 
 
 def scan_concept(source: ConceptSource, placeholder: str, require_placeholder: bool) -> list[ConceptItem]:
@@ -86,6 +101,16 @@ def scan_concept(source: ConceptSource, placeholder: str, require_placeholder: b
     images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise FileNotFoundError(f"image folder {image_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    skipped = sorted(p.name for p in image_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+                     and p.suffix.lower() not in IMAGE_SUFFIXES | NOT_IMAGES)
+    if skipped:
+        warnings.warn(f"image folder {image_dir}: skipping {', '.join(skipped)} (not one of "
+                      f"{', '.join(sorted(IMAGE_SUFFIXES))}); convert them to PNG to tune on them", stacklevel=2)
+    transparent = [p.name for p in images if has_transparency(p)]
+    if transparent:
+        warnings.warn(f"image folder {image_dir}: {', '.join(transparent)} have transparent pixels, which tuning reads "
+                      "as their stored colour (often black); flatten them onto a background, and give the concept's "
+                      "outline as a mask (mask_dir) if it should be learned alone", stacklevel=2)
     items = []
     for path in images:
         size = open_image(path, "RGB").size
@@ -200,7 +225,7 @@ class ConceptDataset(Dataset):
         self.prompt_templates = resolve_templates(prompt_templates)
         self.geometry = geometry
         self.mask_downsample = mask_downsample
-        self.rng = random  # the global generator, which Lightning seeds per rank and worker
+        self.rng: Any = random  # the global generator, which Lightning seeds per rank and worker
 
     @property
     def has_masks(self) -> bool:
@@ -231,7 +256,7 @@ class ConceptDataset(Dataset):
                                                                 report_crop=True)
         flipped = self.rng.random() < self.flip_prob
         if flipped:
-            image, mask, valid = (x.transpose(Image.FLIP_LEFT_RIGHT) for x in (image, mask, valid))
+            image, mask, valid = (x.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for x in (image, mask, valid))
         valid_mask = mask_to_tensor(valid, self.mask_downsample)
         return {
             "pixel_values": image_to_tensor(image),

@@ -6,15 +6,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
-import yaml
 from torch.utils.data import DataLoader
 
 from ..defaults import PLACEHOLDER
 from .concept import IMAGE_SUFFIXES, open_image
 from .eval_prompts import GROUPS, PAPER_PROMPTS
-from .prompts import check_seeds, read_prompts, slug
+from .prompts import check_seeds, read_prompts, read_text, read_yaml, slug
 from .sharding import ShardedItems
-
 
 
 @dataclass
@@ -57,7 +55,7 @@ def benchmark_blocks(path: Path) -> list[list[str]] | None:
     if not path.is_file() or path.suffix != ".txt":
         return None
     blocks = [[line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
-              for block in path.read_text().strip().split("\n\n")]
+              for block in read_text(path, "prompt file").strip().split("\n\n")]
     blocks = [b for b in blocks if b]
     return blocks if len(blocks) == len(GROUPS) else None
 
@@ -66,12 +64,12 @@ def concept_prompts(spec: EvalConceptSpec) -> list[tuple[str, str]]:
     """``(group, prompt)`` pairs of a concept, in order."""
     if spec.prompt_file:
         path = Path(spec.prompt_file)
-        data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") and path.is_file() else None
+        data = read_yaml(path, "prompt file") if path.suffix in (".yaml", ".yml") and path.is_file() else None
         blocks = benchmark_blocks(path) if data is None else None
         if isinstance(data, dict) and "prompts" not in data:
             pairs = [(group, p) for group, prompts in data.items() for p in prompts]
         elif blocks:  # the authors' benchmark_prompts layout: the four groups as blank-line-separated blocks
-            pairs = [(group, p) for group, block in zip(GROUPS, blocks) for p in block]
+            pairs = [(group, p) for group, block in zip(GROUPS, blocks, strict=True) for p in block]
         else:
             pairs = [("custom", p) for p in read_prompts(path)]
     else:

@@ -40,11 +40,11 @@ class FusionDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if not self.fusion_concepts:
-            expected = {}
+            expected: dict = {}
             if self.concept_list:
                 self.specs, expected = read_reference_concept_list(self.concept_list)
             self.fusion_concepts = load_concepts(self.specs)
-            for concept, spec in zip(self.fusion_concepts, self.specs):
+            for concept, spec in zip(self.fusion_concepts, self.specs, strict=True):
                 tokens = expected.get(spec.path)
                 if tokens is not None and tokens != concept.tokens:
                     raise ValueError(f"{self.concept_list}: concept_name {' '.join(tokens)!r} does not match the "

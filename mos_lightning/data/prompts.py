@@ -12,11 +12,27 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_info
 import yaml
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from ..atomic import check_writable
+
+
+def read_text(path: Path, what: str) -> str:
+    """A text file's contents; one that is not UTF-8 gets an error naming it (not a raw codec error)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not UTF-8 text ({err}); save it as UTF-8") from None
+
+
+def read_yaml(path: Path, what: str):
+    """A YAML file's data; a malformed one gets an error naming it and the place."""
+    try:
+        return yaml.safe_load(read_text(path, what))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{what} {path} is not valid YAML: {err}") from None
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -26,14 +42,14 @@ def read_prompts(path: str | Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
     if path.suffix.lower() in (".yaml", ".yml"):
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path, "prompt file")
         if isinstance(data, dict):
             data = data.get("prompts")
         if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
             raise ValueError(f"{path}: expected a YAML list of prompt strings (or a mapping with a 'prompts:' list)")
         prompts = [p.strip() for p in data]
     else:
-        lines = (line.strip() for line in path.read_text().splitlines())
+        lines = (line.strip() for line in read_text(path, "prompt file").splitlines())
         prompts = [line for line in lines if line and not line.startswith("#")]
     if not prompts or not all(prompts):
         raise ValueError(f"{path}: no prompts, or an empty prompt")

@@ -39,14 +39,14 @@ def resize_crop_letterbox(
     w, h = image.size
     if rng.random() < crop_prob:
         scale = size / min(w, h)
-        image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+        image, mask = _resize(image, scale, Image.Resampling.BICUBIC), _resize(mask, scale, Image.Resampling.NEAREST)
         w, h = image.size
         left, top = rng.randint(0, w - size), rng.randint(0, h - size)
         box = (left, top, left + size, top + size)
         out = image.crop(box), mask.crop(box), Image.new("L", (size, size), 255)
         return (*out, True) if report_crop else out
     scale = size / max(w, h)
-    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    image, mask = _resize(image, scale, Image.Resampling.BICUBIC), _resize(mask, scale, Image.Resampling.NEAREST)
     w, h = image.size
     offset = ((size - w) // 2, (size - h) // 2)
     canvas, mask_canvas, valid = (Image.new(m, (size, size), 0) for m in ("RGB", "L", "L"))
@@ -59,7 +59,7 @@ def resize_crop_letterbox(
 def reference_resize_crop(image: Image.Image, mask: Image.Image, size: int, crop_prob: float, rng: random.Random):
     """The reference's geometry (see the module docstring); returns (image, mask, valid), never deterministic."""
     scale = size / min(image.size)
-    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    image, mask = _resize(image, scale, Image.Resampling.BICUBIC), _resize(mask, scale, Image.Resampling.NEAREST)
     w, h = image.size
     if rng.random() < crop_prob:
         if h > w:  # portrait: keep the top (faces), a random amount of the rest
@@ -69,7 +69,7 @@ def reference_resize_crop(image: Image.Image, mask: Image.Image, size: int, crop
             box = (left, top, left + size, top + size)
         image, mask = image.crop(box), mask.crop(box)
     scale = size / max(image.size)
-    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    image, mask = _resize(image, scale, Image.Resampling.BICUBIC), _resize(mask, scale, Image.Resampling.NEAREST)
     return _place_at_random(image, mask, size, rng)
 
 
@@ -83,14 +83,14 @@ def reference_object_fill(
 ):
     """The research branch's object geometry (see the module docstring); returns (image, mask, valid)."""
     scale = size / min(image.size)
-    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    image, mask = _resize(image, scale, Image.Resampling.BICUBIC), _resize(mask, scale, Image.Resampling.NEAREST)
     if rng.random() < crop_prob:
         w, h = image.size
         left, top = rng.randint(0, w - size), rng.randint(0, h - size)
         box = (left, top, left + size, top + size)
         image, mask = image.crop(box), mask.crop(box)
     scale = size / max(image.size) * rng.uniform(*scale_range)  # long-edge fit, then the random shrink
-    image, mask = _resize(image, scale, Image.BICUBIC), _resize(mask, scale, Image.NEAREST)
+    image, mask = _resize(image, scale, Image.Resampling.BICUBIC), _resize(mask, scale, Image.Resampling.NEAREST)
     return _place_at_random(image, mask, size, rng)
 
 

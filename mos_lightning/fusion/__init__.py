@@ -11,8 +11,23 @@ from .concepts import ConceptSpec, FusionConcept, load_concepts
 from .fuser import ConceptRecord, Fuser, FusionSettings
 from .grams import ConceptGrams, FusionSums, GramRecorder, all_reduce_sums
 from .run import FusionResult, run_fusion
-from .solvers import (LBFGS, ClosedForm, ConceptTerm, FusionSolver, KeepBase, LayerProblem, NaiveAverage, NaiveSum,
-                      PerLayer, SolverRule, closed_form, default_solver, lbfgs, naive_merge, objective)
+from .solvers import (
+                      LBFGS,
+                      ClosedForm,
+                      ConceptTerm,
+                      FusionSolver,
+                      KeepBase,
+                      LayerProblem,
+                      NaiveAverage,
+                      NaiveSum,
+                      PerLayer,
+                      SolverRule,
+                      closed_form,
+                      default_solver,
+                      lbfgs,
+                      naive_merge,
+                      objective,
+)
 from .weights import STAGES, FusionWeights
 
 __all__ = [

@@ -64,10 +64,16 @@ def load_concepts(specs: list[ConceptSpec]) -> list[FusionConcept]:
         if name != stored:
             edlora.concepts = {name: edlora.concepts[stored]}
         concepts.append(FusionConcept(name, edlora, spec.unet_alpha, spec.text_encoder_alpha, str(spec.path)))
+    files = [str(Path(c.source).resolve()) for c in concepts]
+    repeated = sorted({c.source for c, f in zip(concepts, files, strict=True) if files.count(f) > 1})
+    if repeated:  # renaming would not help: the same file's tokens would clash next
+        raise ValueError(f"ED-LoRA file(s) {repeated} are listed more than once; list each concept once")
     names = [c.name for c in concepts]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"concept name(s) {duplicates} appear more than once; give each concept its own `name`")
+        raise ValueError(f"concept name(s) {duplicates} appear more than once: two different files tuned under the "
+                         "same name; give one its own `name` (and, if their tokens clash too, re-tune one with other "
+                         "token names)")
     owner: dict[str, str] = {}
     for concept in concepts:
         for token in concept.tokens:

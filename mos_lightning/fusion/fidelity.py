@@ -42,7 +42,7 @@ def record_trajectory(pipe, prompts: list[str], generators: list[torch.Generator
              output_type="latent")
     finally:
         handle.remove()
-    latents, timesteps, noise = (torch.cat(parts) for parts in zip(*trajectory))
+    latents, timesteps, noise = (torch.cat(parts) for parts in zip(*trajectory, strict=True))
     return latents, timesteps, noise
 
 

@@ -33,10 +33,9 @@ from ..pipelines import EDLoRAPipeline, make_scheduler
 from ..tokens import encode_prompts, tokenize
 from .concepts import FusionConcept
 from .fidelity import Reference, record_trajectory, relative_error
-from .solvers import ConceptTerm, FusionSolver, LayerProblem, default_solver, naive_merge, objective
 from .grams import ConceptGrams, FusionSums, GramRecorder
+from .solvers import ConceptTerm, FusionSolver, LayerProblem, default_solver, naive_merge, objective
 from .weights import STAGES, FusionWeights, Part
-
 
 # Prompts without any concept for the base-preservation check: generic subjects, styles and scenes.
 BASE_PROMPTS = ("a photo of a man", "a dog on the grass", "a red car in a city street", "a painting of a house by the sea")
@@ -92,7 +91,7 @@ class Fuser(FusionWeights):
             pipe.load_edlora(EDLoRA(concept.edlora.concepts, concept.edlora.embeddings,
                                     num_layers=concept.edlora.num_layers), scale=0.0)
         install_layerwise_processors(pipe.unet)  # direct UNet calls (fidelity) read layer copies too
-        pipe.scheduler = make_scheduler(self.settings.scheduler, pipe.scheduler.config)  # the trajectories' sampler
+        pipe.scheduler = make_scheduler(self.settings.scheduler, pipe.scheduler.config)  # type: ignore[arg-type]  # the trajectories' sampler
         super().__init__(pipe.text_encoder, pipe.unet, concepts)
         self.sums = {stage: self.new_sums() for stage in STAGES}
         self.references: dict[int, Reference] = {}
@@ -213,12 +212,12 @@ class Fuser(FusionWeights):
         layers = cross_attention_layers(pipe.unet)
         width = states.shape[1] // len(layers)
         grams, rows, group_of = {}, {}, {}
-        for l, processor in enumerate(layers):
+        for position, processor in enumerate(layers):
             module = processor.rsplit(".processor", 1)[0]
             names = [f"{module}.{p}" for p in ("to_k", "to_v") if f"{module}.{p}" in self.stage_layers["kv"]]
             if not names:
                 continue
-            x = states[:, l * width : (l + 1) * width][mask].to(torch.float32)
+            x = states[:, position * width : (position + 1) * width][mask].to(torch.float32)
             grams[names[0]], rows[names[0]] = x.T @ x, x.shape[0]
             group_of.update({n: names[0] for n in names})
         self.sums["kv"].add(ConceptGrams(grams, rows, group_of), self.concept_deltas(index, "unet"), s.stats_dtype, index)

@@ -97,8 +97,8 @@ class FusionSums:
             if index is None:
                 raise ValueError("FusionSums(keep_concepts=True).add needs the concept's index")
             self.concept_gram[index] = {g: v.to(dtype) for g, v in recorder.grams.items()}
-            self.concept_delta[index] = {l: deltas[l].to(dtype=dtype, device=recorder.grams[g].device)
-                                         for l, g in recorder.group_of.items()}
+            self.concept_delta[index] = {n: deltas[n].to(dtype=dtype, device=recorder.grams[g].device)
+                                         for n, g in recorder.group_of.items()}
             self.concept_rows[index] = {g: float(n) for g, n in recorder.rows.items()}
         for layer, group in recorder.group_of.items():
             known = self.group_of.setdefault(layer, group)

@@ -12,7 +12,6 @@ from ..edlora_file import CONCEPTS_FILE, save_edlora
 from .fuser import Fuser
 from .run import FusionResult
 
-
 # 2: per-concept ``fidelity[*]["held_out"]`` (held-out guided identity), per-layer ``solver``; older readers ignore both
 REPORT_VERSION = 2
 

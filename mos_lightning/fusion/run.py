@@ -78,7 +78,7 @@ def solve_stages(fuser: Fuser, indices: Sequence[int], progress: bool = False) -
     return layers, text
 
 
-def held_out_identity(fuser: Fuser, index: int) -> dict[str, float]:
+def held_out_identity(fuser: Fuser, index: int) -> dict[str, dict]:
     """How much of concept ``index``'s LoRA effect on its pictures the fused model and the naive merge keep, and what
     they add besides, on held-out prompts and seeds sampled with guidance
     (:func:`~mos_lightning.fusion.fidelity.held_out_scores`): the report's lead numbers."""

@@ -56,7 +56,7 @@ def lbfgs(
                                   tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                                   line_search_fn="strong_wolfe")
 
-    best = [float("inf"), change.detach().clone()]
+    best: list = [float("inf"), change.detach().clone()]  # [loss, change]
 
     def closure():
         optimizer.zero_grad()

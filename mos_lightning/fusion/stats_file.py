@@ -37,7 +37,7 @@ def stats_path(edlora_path: str | Path) -> Path:
 
 def save_record(path: str | Path, record: ConceptRecord, key: dict) -> Path:
     """Write a concept's statistics (grams fp32, reference outputs fp32) and their key, atomically."""
-    tensors = {}
+    tensors: dict[str, torch.Tensor] = {}
     for part in ("text_encoder", "spatial"):
         grams: ConceptGrams = getattr(record, part)
         tensors |= {f"{part}.gram.{k}": v.float().cpu().contiguous() for k, v in grams.grams.items()}

@@ -3,7 +3,7 @@ put into and taken out of a live model, bit-exactly."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -21,7 +21,7 @@ class FusionWeights:
 
     def __init__(self, text_encoder, unet, concepts: list[FusionConcept]):
         self.concepts = concepts
-        self.parts = {"text_encoder": text_encoder, "unet": unet}
+        self.parts: dict[Part, Any] = {"text_encoder": text_encoder, "unet": unet}
         for concept in concepts:  # every target exists in the base with the right shape
             for part in self.parts:
                 self._check_targets(concept, part)

@@ -12,19 +12,24 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
 from ..attention import (
-    attention_processors, install_layerwise_processors, num_cross_attention_layers, set_attention_processors,
+    attention_processors,
+    install_layerwise_processors,
+    num_cross_attention_layers,
+    set_attention_processors,
 )
 from ..defaults import NEGATIVE_PROMPT, PLACEHOLDER
 from ..edlora_file import CONCEPTS_FILE, REFERENCE_CONCEPTS_FILE, EDLoRA, import_reference_concepts, load_edlora
 from ..lora import merge_lora, restore
 from ..models import check_compatible
 from ..tokens import LayerwiseTokens, create_layerwise_tokens, encode_prompts, tokenize
+
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Float images in [0, 1] (diffusers' ``output_type="np"``) as uint8, rounded like diffusers' PIL output."""
@@ -39,13 +44,21 @@ class EDLoRAPipeline(StableDiffusionPipeline):
     loaded, ``<TOK>`` stands for its tokens.
     """
 
+    tokenizer: Any  # registered by diffusers at run time (for the type checker only)
+
     placeholder = PLACEHOLDER
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """diffusers loading; a fused model folder's token table is loaded too (ours: ``concepts.safetensors``; the
         reference implementation's: ``new_concept_cfg.json``)."""
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        try:
+            pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except Exception as error:
+            from ..base_checks import explain_load_failure
+
+            explain_load_failure(str(pretrained_model_name_or_path), error)
+            raise
         folder = Path(str(pretrained_model_name_or_path))
         if (folder / CONCEPTS_FILE).is_file():
             pipe.load_edlora(folder / CONCEPTS_FILE, scale=0.0)
@@ -75,7 +88,7 @@ class EDLoRAPipeline(StableDiffusionPipeline):
         if not hasattr(self, "_base_tokenizer"):
             self._base_tokenizer = copy.deepcopy(self.tokenizer)
             self._base_vocab_size = self.text_encoder.get_input_embeddings().weight.shape[0]
-            self._originals = {"unet": {}, "text_encoder": {}}
+            self._originals: dict[str, dict] = {"unet": {}, "text_encoder": {}}
             self._concepts = {}
         layers = num_cross_attention_layers(self.unet)
         weight = edlora.embedding_matrix().expand(-1, layers, -1).float()
@@ -84,7 +97,7 @@ class EDLoRAPipeline(StableDiffusionPipeline):
         if previous is not None:  # one table for all loaded concepts
             added = LayerwiseTokens(
                 previous.names + added.names,
-                previous.token_ids.tolist() + added.token_ids.tolist(),
+                previous.token_ids.tolist() + added.token_ids.tolist(),  # type: ignore[operator]
                 torch.cat([previous.weight.detach(), added.weight.detach()]),
             )
         self._concept_tokens = added

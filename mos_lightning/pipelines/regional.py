@@ -8,14 +8,14 @@ the UNet gets the adapters' residuals. Usable without Lightning.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from ..attention import attention_processors, set_attention_processors
-from ..attention.regions import (BoxRounding, Region, RegionLayout, box_fractions, feature_mask,
-                                 install_regional_processors)
+from ..attention.regions import BoxRounding, Region, RegionLayout, box_fractions, feature_mask, install_regional_processors
 from ..defaults import NEGATIVE_PROMPT
 from .edlora import EDLoRAPipeline, to_uint8
 
@@ -25,7 +25,7 @@ class AdapterCondition:
     """One T2I-Adapter with its condition image (resized to the output) and weight (0 = no effect); ``regions``
     give other weights inside boxes (the reference's ``region_*_adaptor_weight``; later boxes win on overlaps)."""
 
-    adapter: object  # diffusers T2IAdapter
+    adapter: Any  # diffusers T2IAdapter
     image: Image.Image
     weight: float = 1.0
     regions: list[tuple[tuple, float]] = field(default_factory=list)  # (box [top, left, bottom, right], weight)
@@ -62,13 +62,13 @@ class RegionalPipeline:
         states = None
         device, dtype = self.pipe.unet.device, self.pipe.unet.dtype
         for c in conditions:
-            image = c.image.convert("RGB").resize((width, height), Image.BICUBIC)
+            image = c.image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
             pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
             if c.adapter.config.in_channels == 1:  # sketch adapters read one channel
                 pixels = pixels.mean(1, keepdim=True)
-            features = [f * _on(c.weight_map(height, width, *f.shape[-2:], self.box_rounding), f)
+            features = [f * _on(c.weight_map(height, width, f.shape[-2], f.shape[-1], self.box_rounding), f)
                         for f in c.adapter(pixels.to(device, dtype))]
-            states = features if states is None else [s + f for s, f in zip(states, features)]
+            states = features if states is None else [s + f for s, f in zip(states, features, strict=True)]
         return states
 
     def encode_contexts(self, prompts: list[str]) -> torch.Tensor:

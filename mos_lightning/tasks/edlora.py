@@ -113,7 +113,7 @@ class EDLoRATask(ParameterGroups, TrainableStateCheckpoints, pl.LightningModule)
                 so the center node fuses without running this concept's model again.
         """
         super().__init__()
-        self.losses = list(losses) if losses is not None else [DiffusionLoss()]
+        self.losses: list[LossTerm] = list(losses) if losses is not None else [DiffusionLoss()]
         if not any(isinstance(term, DiffusionLoss) for term in self.losses):
             rank_zero_warn(f"no DiffusionLoss among the loss terms {term_names(self.losses)}: tuning on these alone. "
                            "`--model.init_args.losses+=…` appends to the list the config gives (every shipped recipe "
@@ -209,7 +209,7 @@ class EDLoRATask(ParameterGroups, TrainableStateCheckpoints, pl.LightningModule)
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may now reuse the last step's output memory
         output = self.model(batch, record_attention=self.record_attention, placeholder=self.placeholder,
                             **forward_kwargs)
-        parts = {name: term(output, batch) for name, term in zip(self.loss_names, self.losses)}
+        parts = {name: term(output, batch) for name, term in zip(self.loss_names, self.losses, strict=True)}
         loss = torch.stack(list(parts.values())).sum() if len(parts) > 1 else next(iter(parts.values()))
         detached = {name: value.detach() for name, value in parts.items()}
         return (loss, detached, output) if return_output else (loss, detached)

@@ -194,7 +194,7 @@ class EvalTask(pl.LightningModule):
             else:
                 todo.setdefault(item["concept"], []).append(k)
         for ks in todo.values():
-            for k, image in zip(ks, self.generate(method, [items[k] for k in ks])):
+            for k, image in zip(ks, self.generate(method, [items[k] for k in ks]), strict=True):
                 out[k] = image
                 item = items[k]
                 save_png(self.image_path(method, item), image,

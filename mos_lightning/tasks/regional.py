@@ -93,7 +93,7 @@ class RegionalTask(SamplingTask):
         h = self.hparams
         scenes = self.trainer.datamodule.scenes
         images, debug, metadata = [], [], []
-        for index, seed in zip(batch["prompt_index"], batch["seed"]):
+        for index, seed in zip(batch["prompt_index"], batch["seed"], strict=True):
             stop_if_terminated(self._trainer)  # between images (Lightning checks only after the batch)
             scene = scenes[index]
             conditions = [AdapterCondition(self.adapter_models[c.adapter], Image.open(c.image), c.weight, c.regions)

@@ -103,25 +103,34 @@ class SamplingTask(pl.LightningModule):
         source, local = resolve_source(self.hparams.base_model)
         if local and (Path(source) / CONCEPTS_FILE).is_file():
             sources.append(load_edlora(Path(source) / CONCEPTS_FILE))
-        known, concepts = set(), 0
+        known, concepts = set(), []
         for edlora in sources:
             known |= {f"<{name}>" for name in edlora.concepts} | set(edlora.token_names)
-            concepts += len(edlora.concepts)
+            concepts += [f"<{name}>" for name in edlora.concepts]
         if local and (Path(source) / REFERENCE_CONCEPTS_FILE).is_file():  # a reference fused folder
             config = json.loads((Path(source) / REFERENCE_CONCEPTS_FILE).read_text())
             names = {reference_concept_name(token) for token in config}
             known |= set(config) | {f"<{name}>" for name in names}
-            concepts += len(names)
-        return known | ({PLACEHOLDER} if concepts == 1 else set())
+            concepts += [f"<{name}>" for name in sorted(names)]
+        self._concept_names = concepts
+        return known | ({PLACEHOLDER} if len(concepts) == 1 else set())
 
     def check_prompts(self, prompts: list[str]) -> None:
         """Refuse prompts naming a concept the model does not have (they would sample without it, silently)."""
         known = self.known_tokens()
         for prompt in prompts:
             unknown = [t for t in CONCEPT_REFERENCE.findall(prompt) if t not in known]
+            if unknown == [PLACEHOLDER] and len(self._concept_names) > 1:
+                raise ValueError(f"prompt {prompt!r}: {PLACEHOLDER} stands for the concept only when exactly one is "
+                                 f"loaded; with {len(self._concept_names)} loaded, name one: "
+                                 f"{', '.join(self._concept_names)}")
+            if unknown and not known:
+                raise ValueError(f"prompt {prompt!r} names {unknown}, but the model has no concepts: base_model "
+                                 f"{self.hparams.base_model} holds no {CONCEPTS_FILE} (a fused folder keeps its tokens "
+                                 "there: copy the whole folder) and edloras lists no ED-LoRA file")
             if unknown:
                 raise ValueError(f"prompt {prompt!r}: {unknown} are not concepts or tokens of the model (known: "
-                                 f"{sorted(known) or 'none'}); check the spelling, or load the ED-LoRA that has them")
+                                 f"{sorted(known)}); check the spelling, or load the ED-LoRA that has them")
 
     def configure_model(self) -> None:
         if self.pipe is not None:
@@ -131,7 +140,7 @@ class SamplingTask(pl.LightningModule):
         # No safety checker: the paper samples without one, and black images would bias the metrics.
         pipe = EDLoRAPipeline.from_pretrained(source, local_files_only=local, safety_checker=None,
                                               requires_safety_checker=False)
-        for path, edlora in zip(h.edloras or [], self._edloras):
+        for path, edlora in zip(h.edloras or [], self._edloras, strict=True):
             try:
                 pipe.load_edlora(edlora, scale=h.lora_scale)
             except ValueError as error:

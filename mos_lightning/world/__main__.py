@@ -1,12 +1,15 @@
-"""``python -m mos_lightning.world concepts FOLDER`` / ``sample FOLDER N``: concept folders, or captioned pictures."""
+"""``python -m mos_lightning.world concepts FOLDER`` / ``sample FOLDER N`` / ``demo``: concept folders, captioned
+pictures, or the README's whole demo chain (:mod:`mos_lightning.world.demo`) into ``outputs/world/`` here."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 from pathlib import Path
 
 from .concepts import CONCEPTS, write_concept
+from .demo import DEFAULT_CONCEPTS
 from .scenes import caption, random_scene, render
 
 
@@ -21,8 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     sample.add_argument("folder")
     sample.add_argument("count", type=int)
     sample.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="the README's demo: tune, sample, fuse, compose, evaluate → outputs/world/")
+    demo.add_argument("--concepts", nargs=2, choices=sorted(CONCEPTS),
+                      default=os.environ.get("WORLD_CONCEPTS", " ".join(DEFAULT_CONCEPTS)).split(),
+                      help="the two concepts to tune (default buoyring moonball, or $WORLD_CONCEPTS)")
     args = parser.parse_args(argv)
-    if args.command == "concepts":
+    if args.command == "demo":
+        from .demo import Demo
+
+        Demo(args.concepts).run()
+    elif args.command == "concepts":
         for name in CONCEPTS:
             print(write_concept(name, Path(args.folder) / name, args.views, args.seed))
     else:

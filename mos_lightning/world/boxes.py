@@ -63,7 +63,7 @@ def real_pictures(layout: Layout, count: int) -> list[Image.Image]:
 
 def box_hits(images: list, layout: Layout, signatures: dict[str, Signature]) -> list[list[bool]]:
     """Per image, per box: does the detector read one of the box's concept's signature there?"""
-    return [[reading(image, box) in signatures[c] for c, box in zip(layout.concepts, layout.boxes)]
+    return [[reading(image, box) in signatures[c] for c, box in zip(layout.concepts, layout.boxes, strict=True)]
             for image in images]
 
 

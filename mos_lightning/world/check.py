@@ -60,7 +60,7 @@ def held_out_pictures(truth: list[tuple[str, str, str]]) -> list:
 
 
 def rates(truth: list[tuple[str, str, str]], predicted: dict[str, list[str]]) -> dict[str, float]:
-    out = {a: float(np.mean([t[k] == p for t, p in zip(truth, predicted[a])])) for k, a in enumerate(ATTRIBUTES)}
+    out = {a: float(np.mean([t[k] == p for t, p in zip(truth, predicted[a], strict=True)])) for k, a in enumerate(ATTRIBUTES)}
     out["all three"] = float(np.mean([all(t[k] == predicted[a][j] for k, a in enumerate(ATTRIBUTES))
                                       for j, t in enumerate(truth)]))
     return out

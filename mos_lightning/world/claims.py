@@ -31,6 +31,7 @@ import yaml
 
 from ..components import describe
 from ..fusion.solvers import default_solver
+from ..resources import locate, shipped_root
 from .boxes import Layout
 from .concepts import CONCEPTS, write_concept
 
@@ -57,7 +58,7 @@ LAYOUTS = (
     Layout("starbox-zigcone-buoyring", ("starbox", "zigcone", "buoyring"), "table"),
     Layout("bandball-heartcube-zigcone", ("bandball", "heartcube", "zigcone"), "sky"),
 )
-REPO = Path(__file__).resolve().parents[2]
+REPO = shipped_root()  # where configs/ (and demo/) are: the checkout, or the installed package
 
 
 def token(concept: str) -> str:
@@ -87,7 +88,7 @@ class Claims:
         than cores stall them all)."""
         threads = str(max(1, (os.cpu_count() or 1) // jobs))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": threads} if jobs > 1 else {})}
-        waiting, running = list(commands.items()), {}
+        waiting, running = list(commands.items()), dict[str, tuple]()
         while waiting or running:
             while waiting and len(running) < jobs:
                 stage, args = waiting.pop(0)
@@ -200,7 +201,7 @@ class Claims:
         names = {c: token(c) for c in self.concepts}
         scenes = [{"name": layout.name, "prompt": layout.prompt(names), "seeds": self.seeds,
                    "regions": [{"prompt": Layout(layout.name, (c,), layout.background).prompt(names), "box": box}
-                               for c, box in zip(layout.concepts, layout.boxes)]}  # "<starbox> on the grass"
+                               for c, box in zip(layout.concepts, layout.boxes, strict=True)]}  # "<starbox> on the grass"
                   for layout in layouts]
         scene_file = self.out / "scenes.yaml"
         scene_file.write_text(yaml.safe_dump({"scenes": scenes}, sort_keys=False))
@@ -250,8 +251,8 @@ def main(argv: list[str] | None = None) -> None:
                              "12-concept fusion study (CLAIMS.md)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    Claims(out, args.concepts, args.seeds, args.steps, str(Path(args.clip).resolve()),
-           str(Path(args.base).resolve()), args.jobs, args.held_out_seeds, args.duplicates).run()
+    Claims(out, args.concepts, args.seeds, args.steps, str(Path(locate(args.clip)).resolve()),
+           str(Path(locate(args.base)).resolve()), args.jobs, args.held_out_seeds, args.duplicates).run()
     print(f"claims: done; {out / 'claims.md'}")
 
 

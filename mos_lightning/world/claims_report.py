@@ -29,7 +29,7 @@ def composed_images(out: Path, condition: str, index: int) -> list[Path]:
 def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], real: int = 16) -> dict:
     """Per layout: box and whole-picture rates with region control, without, and on real pictures (the ceiling)."""
     signatures = {c: signature(c) for c in concepts}
-    scores = {"signatures": {c: sorted(map(list, s)) for c, s in signatures.items()}, "layouts": {}}
+    scores: dict = {"signatures": {c: sorted(map(list, s)) for c, s in signatures.items()}, "layouts": {}}
     for index, layout in enumerate(layouts):
         row = {"real": summarise(box_hits(real_pictures(layout, real), layout, signatures))}
         for condition in ("with", "with-outward", "without"):
@@ -44,7 +44,7 @@ def read_table(path: Path) -> dict[tuple[str, str], dict[str, float]]:
     with path.open() as f:
         rows = list(csv.reader(f))
     header = rows[0]
-    return {(r[0], r[1]): {k: float(v) for k, v in zip(header[2:], r[2:])} for r in rows[1:]}
+    return {(r[0], r[1]): {k: float(v) for k, v in zip(header[2:], r[2:], strict=True)} for r in rows[1:]}
 
 
 def _table(title: str, columns: list[str], rows: list[tuple[str, list[float]]], digits: int = 3) -> str:
@@ -96,7 +96,7 @@ def fusion_scores(out: Path, concepts: list[str], clip: str) -> dict:
         table = {"own": {j: mean_score(own[j]) for j in ("clip", "detector", "text")}}
         for solver, scores in methods.items():
             report = json.loads((out / "fused" / regime / solver / "fusion_report.json").read_text())
-            row = {j: mean_score(scores[j]) for j in ("clip", "detector", "text")}
+            row: dict = {j: mean_score(scores[j]) for j in ("clip", "detector", "text")}
             for judge in ("clip", "detector"):
                 row[f"kept_{judge}"] = bootstrap(kept_above_bound, scores[judge], own[judge], bound[judge])
                 if solver != "naive":
@@ -180,7 +180,7 @@ def regional_section(regional: dict) -> tuple[str, list[str]]:
 def save_enlarged(grid: np.ndarray, path: Path, factor: int = 2) -> None:
     """64 px pictures are small on a page: twice the size, pixels kept sharp."""
     image = Image.fromarray(grid)
-    image.resize((image.width * factor, image.height * factor), Image.NEAREST).save(path)
+    image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST).save(path)
 
 
 def _row(out: Path, folder: str, concept: str, methods) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .scenes import BACKGROUNDS, Scene, Thing, caption, place, random_thing, render
 
@@ -104,7 +105,7 @@ def concept_thing(name: str) -> Thing:
 
 
 def concept_views(name: str, count: int = 8, seed: int = 0, size: int = 64,
-                  placeholder: str = "<TOK>") -> list[tuple[object, object, str]]:
+                  placeholder: str = "<TOK>") -> list[tuple[Image.Image, Image.Image, str]]:
     """``count`` views ``(image, mask, caption)`` of concept ``name``: backgrounds cycle, sizes and places vary,
     every third view has an ordinary thing beside it (captioned), the concept's mask only."""
     if name not in CONCEPTS:

@@ -19,7 +19,7 @@ def twin(scene: Scene, rng: random.Random) -> Scene:
     thing, attribute = scene.things[k], rng.choices(list(TWIN_CHANGES), weights=list(TWIN_CHANGES.values()))[0]
     choices = {"cls": CLASSES, "colour": sorted(COLOURS), "pattern": PATTERNS}[attribute]
     new = rng.choice([c for c in choices if c != getattr(thing, attribute)])
-    changed = dataclasses.replace(thing, **{attribute: new})
+    changed = dataclasses.replace(thing, **{attribute: new})  # type: ignore[arg-type]  # attribute names a str field
     return Scene(scene.background, scene.things[:k] + (changed,) + scene.things[k + 1:])
 
 

@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..resources import locate
 from .concepts import CONCEPTS
 from .layer_analysis import layer_analysis
 from .study import HELD_OUT_SEEDS, Study, world_settings
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", help="folder of per-variant scores (default OUT/scores; share it between runs)")
     args = parser.parse_args(argv)
     settings = world_settings(**json.loads(args.settings))
-    study = Study(args.base, {c: str(Path(args.edloras) / c / "edlora.safetensors") for c in args.concepts}, args.clip,
+    study = Study(locate(args.base), {c: str(Path(args.edloras) / c / "edlora.safetensors") for c in args.concepts},
+                  locate(args.clip),
                   settings, seeds=tuple(args.seeds), cache=Path(args.cache or Path(args.out) / "scores"))
     tag = f" {args.tag}" if args.tag else ""
     if args.variants != ["layers"]:

@@ -176,5 +176,5 @@ def render(scene: Scene, size: int = 64, seed: int = 0) -> tuple[Image.Image, li
         canvas[dark] *= 0.7  # a soft drop shadow grounds the thing
         masks.append(paint_thing(canvas, thing, big))
     image = Image.fromarray(canvas.astype(np.uint8)).filter(ImageFilter.GaussianBlur(SUPERSAMPLE * 0.3))
-    image = image.resize((size, size), Image.LANCZOS)
-    return image, [Image.fromarray((m * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR) for m in masks]
+    image = image.resize((size, size), Image.Resampling.LANCZOS)
+    return image, [Image.fromarray((m * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR) for m in masks]

@@ -70,7 +70,7 @@ class Study:
         self.fuser = Fuser(self.pipe, self.concepts, self.settings)
         self.records = {i: self.fuser.record(i) for i in range(len(self.concepts))}
         self.held_out = {i: record_held_out(self.fuser, i) for i in range(len(self.concepts))} if self.report else {}
-        self.report_metrics: dict[str, dict[str, float]] = {}
+        self.report_metrics: dict[str, dict[str, list[float]]] = {}
         kinds = {c: world_concept(c) for c in self.names}
         self.judge = IdentityJudge(self.clip, {c: [v[0] for v in concept_views(kinds[c])] for c in self.names}, kinds)
 
@@ -137,7 +137,8 @@ class Study:
             scores.clip[concept], scores.detector[concept], scores.text[concept] = got["clip"], got["detector"], got["text"]
         if cached is not None and not stored:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cached, **{f"{k}/{c}": v for k in ("clip", "detector", "text") for c, v in scores.judge(k).items()})
+            arrays = {f"{k}/{c}": v for k in ("clip", "detector", "text") for c, v in scores.judge(k).items()}
+            np.savez(cached, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
         self.scores[name], self.seconds[name] = scores, time.perf_counter() - start
         print(f"study: {name}: {self.summary(name)}  ({self.seconds[name]:.0f} s)", flush=True)
         return scores

@@ -125,13 +125,13 @@ def train_denoiser(pipe, latents: tuple[torch.Tensor, torch.Tensor], captions: l
         schedule.step()
         with torch.no_grad():
             decay = min(ema_decay, (1 + step) / (10 + step))
-            for e, p in zip(ema, params):
+            for e, p in zip(ema, params, strict=True):
                 e.mul_(decay).add_(p.detach(), alpha=1 - decay)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 200 == 0 or step == steps - 1:
             log(f"denoiser step {step}/{steps}: loss {running:.4f}")
     with torch.no_grad():
-        for e, p in zip(ema, params):
+        for e, p in zip(ema, params, strict=True):
             p.copy_(e)
     return running
 
