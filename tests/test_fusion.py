@@ -78,7 +78,9 @@ def test_lbfgs_solver_reaches_the_closed_form_objective(tiny_model_dir, tmp_path
     files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
              for i, n in enumerate(("cat", "dog"))]
     reports = {}
-    solvers = {"closed_form": ["--model.init_args.solver", "ClosedForm"],
+    # the exact solve, spelt out: a bare `ClosedForm` would keep the task default's init_args (ridge 1 towards naive)
+    exact = '{"class_path": "mos_lightning.fusion.ClosedForm", "init_args": {"ridge": 1.0e-5, "towards": "base"}}'
+    solvers = {"closed_form": ["--model.init_args.solver", exact],
                "lbfgs": ["--model.init_args.solver", "mos_lightning.fusion.LBFGS",
                          "--model.init_args.solver.init_args.text_encoder_iterations", "100",
                          "--model.init_args.solver.init_args.unet_iterations", "100"]}

@@ -89,8 +89,11 @@ def open_image(path: Path, mode: str) -> Image.Image:
 
 
 def has_transparency(path: Path) -> bool:
-    with Image.open(path) as img:
-        return img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    except Exception:  # noqa: BLE001 — an unreadable file is reported by open_image, by name
+        return False
 
 
 def scan_concept(source: ConceptSource, placeholder: str, require_placeholder: bool) -> list[ConceptItem]:

@@ -3,6 +3,7 @@
     python -m mos_lightning.world.check detector                      # the exact detector on held-out pictures
     python -m mos_lightning.world.check clip demo/world/clip           # the CLIP's zero-shot accuracy on them
     python -m mos_lightning.world.check base demo/world/base           # generation check, judged by the detector
+    python -m mos_lightning.world.check things demo/world/base         # two- and three-thing captions, each in its slot
 
 Zero-shot: a picture's class (colour, background) is the one whose *prompt ensemble* — the mean text embedding of
 every world caption with that class, over all colours and backgrounds — is nearest. The generation check samples
@@ -102,11 +103,64 @@ def generation_rates(base: str, clip=None, count: int = 96, steps: int = 20, gui
     return rates(truth, detector_labels(images) if clip is None else classify(clip, images, prototypes(clip)))
 
 
+def slot_boxes(count: int) -> list[list[float]]:
+    """Where the k-th of ``count`` listed things stands (captions list things left to right, one slot each)."""
+    return [[0.2, k / count, 0.9, (k + 1) / count] for k in range(count)]
+
+
+def held_out_scenes(count: int, things: int, seed: int = 2468) -> list[Scene]:
+    """``count`` scenes of ``things`` things of different classes, drawn with a seed no training picture uses."""
+    rng = random.Random(f"held-out-things-{things}-{seed}")
+    scenes = []
+    for _ in range(count):
+        classes = rng.sample(CLASSES, things)
+        scenes.append(Scene(rng.choice(sorted(BACKGROUNDS)),
+                            place(rng, [Thing(c, rng.choice(sorted(COLOURS)), rng.choice(PATTERNS)) for c in classes])))
+    return scenes
+
+
+def thing_rates(scenes: list[Scene], images: list) -> dict[str, float]:
+    """Per thing: class, colour, both right in its slot; per picture: every thing right."""
+    from .detector import detect
+
+    hits = []
+    for scene, image in zip(scenes, images, strict=True):
+        row = []
+        for thing, box in zip(scene.things, slot_boxes(len(scene.things)), strict=True):
+            found = detect(np.asarray(image), box)
+            row.append((found["class"] == thing.cls, found["colour"] == thing.colour))
+        hits.append(row)
+    flat = [h for row in hits for h in row]
+    return {"class": float(np.mean([c for c, _ in flat])), "colour": float(np.mean([c for _, c in flat])),
+            "thing": float(np.mean([c and k for c, k in flat])),
+            "picture": float(np.mean([all(c and k for c, k in row) for row in hits]))}
+
+
+def things_check(base: str, count: int = 48, steps: int = 20, guidance: float = 5.0) -> dict[str, dict]:
+    """Two- and three-thing held-out captions: the base's pictures and real pictures (the judge's ceiling)."""
+    from ..pipelines import EDLoRAPipeline
+
+    pipe = EDLoRAPipeline.from_pretrained(base, local_files_only=True, safety_checker=None,
+                                          requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    out = {}
+    for things in (2, 3):
+        scenes = held_out_scenes(count, things)
+        real = [render(s, seed=950_000 + k)[0] for k, s in enumerate(scenes)]
+        drawn = []
+        for start in range(0, count, 16):
+            chunk = scenes[start:start + 16]
+            drawn += list(pipe.sample([caption(s) for s in chunk], list(range(start, start + len(chunk))), "",
+                                      num_inference_steps=steps, guidance_scale=guidance, height=64, width=64))
+        out[f"{things} things"] = {"base": thing_rates(scenes, drawn), "real": thing_rates(scenes, real)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from ..metrics import CLIPFeatures
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["clip", "detector", "base"])
+    parser.add_argument("what", choices=["clip", "detector", "base", "things"])
     parser.add_argument("folder", nargs="?", help="the CLIP folder (clip) or the base model folder (base)")
     parser.add_argument("--clip", help="judge the base with this world CLIP instead of the exact detector")
     parser.add_argument("--count", type=int, default=96)
@@ -115,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         result = detector_accuracy()
     elif args.what == "clip":
         result = clip_accuracy(CLIPFeatures(args.folder))
+    elif args.what == "things":
+        result = things_check(args.folder, args.count)
     else:
         result = generation_rates(args.folder, CLIPFeatures(args.clip) if args.clip else None, args.count)
     print(json.dumps(result, indent=2))
