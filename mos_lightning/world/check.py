@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip", help="judge the base with this world CLIP instead of the exact detector")
     parser.add_argument("--count", type=int, default=96)
     args = parser.parse_args(argv)
+    result: dict
     if args.what == "detector":
         result = detector_accuracy()
     elif args.what == "clip":
