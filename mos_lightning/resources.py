@@ -101,6 +101,10 @@ def relocate(value):
         return [relocate(v) for v in value]
     if isinstance(value, dict):
         return {k: relocate(v) for k, v in value.items()}
+    from jsonargparse import Namespace
+
+    if isinstance(value, Namespace):  # e.g. the evaluation's concept entries, parsed into namespaces
+        relocate_namespace(value)
     return value
 
 
