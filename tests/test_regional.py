@@ -271,3 +271,19 @@ def test_each_region_reads_its_own_negative_prompt_in_the_negative_branch(pipe, 
     regional("a cat and a dog", regions, negative_prompt="low quality", height=64, width=64, num_inference_steps=1,
              generator=torch.Generator().manual_seed(0))
     assert seen == [["a cat and a dog", "a <cat>", "a <dog>"], ["low quality", "blurry cat", "low quality"]]
+
+
+def test_solo_steps_give_a_box_its_own_prompt_alone(pipe):
+    """With a box over the whole image and every step solo, the picture is the region prompt's alone (the solo
+    prediction replaces the regional one wholly, nothing else mixed in); with a box over half the image, solo steps
+    change the picture."""
+    def sample(solo_steps, prompt, regions):
+        return RegionalPipeline(pipe, solo_steps=solo_steps)(prompt, regions, num_inference_steps=4, height=64,
+                                                             width=64, generator=torch.Generator().manual_seed(5))
+
+    alone = sample(0, "a <cat> on a table", [])
+    solo = sample(4, "a <dog> in the snow", [Region("a <cat> on a table", (0, 0, 1, 1))])
+    assert np.abs(solo.astype(int) - alone).max() <= 1
+    partial = sample(2, "a <dog> in the snow", [Region("a <cat> on a table", (0, 0, 64, 32))])
+    regional = sample(0, "a <dog> in the snow", [Region("a <cat> on a table", (0, 0, 64, 32))])
+    assert not np.array_equal(partial, regional)

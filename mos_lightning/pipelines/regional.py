@@ -43,9 +43,11 @@ class AdapterCondition:
 class RegionalPipeline:
     """``pipe`` with regional prompts: ``RegionalPipeline(pipe)(prompt, regions, …)`` → uint8 ``[H, W, 3]`` images."""
 
-    def __init__(self, pipe: EDLoRAPipeline, box_rounding: BoxRounding = "inward"):
+    def __init__(self, pipe: EDLoRAPipeline, box_rounding: BoxRounding = "inward", solo_steps: int = 0):
         self.pipe = pipe
         self.box_rounding = box_rounding  # which feature cells a box covers (see attention.regions.feature_mask)
+        # the first `solo_steps` steps: each box's noise prediction from its own prompt alone (see solo_noise)
+        self.solo_steps = solo_steps
 
     def image_size(self, height: int | None, width: int | None, conditions: list[AdapterCondition]) -> tuple[int, int]:
         native = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
@@ -107,7 +109,7 @@ class RegionalPipeline:
         previous = attention_processors(pipe.unet)
         install_regional_processors(pipe.unet, layout)
         try:
-            for t in pipe.progress_bar(pipe.scheduler.timesteps):
+            for step, t in enumerate(pipe.progress_bar(pipe.scheduler.timesteps)):
                 model_input = torch.cat([latents] * 2) if cfg else latents
                 model_input = pipe.scheduler.scale_model_input(model_input, t)
                 residuals = [s.clone() for s in states] if states is not None else None
@@ -116,11 +118,50 @@ class RegionalPipeline:
                 if cfg:
                     uncond, cond = noise.chunk(2)
                     noise = uncond + guidance_scale * (cond - uncond)
+                if step < self.solo_steps and regions:
+                    noise = self.solo_noise(noise, model_input, t, regions, negative_prompt, guidance_scale, height,
+                                            width, states)
                 latents = pipe.scheduler.step(noise, t, latents).prev_sample
         finally:
             set_attention_processors(pipe.unet, previous)
         image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
         return to_uint8(pipe.image_processor.postprocess(image, output_type="np")[0])
+
+
+    def solo_noise(self, noise: torch.Tensor, model_input: torch.Tensor, t, regions: list[Region], negative_prompt: str,
+                   guidance_scale: float, height: int, width: int, states) -> torch.Tensor:
+        """Inside each box, the noise prediction of the whole latent under that region's prompt alone (no other
+        context can leak into it); outside every box, ``noise`` (the regional prediction). Boxes that overlap
+        share their cells equally. Later work (MultiDiffusion-style latent compositing) uses this in the first steps,
+        where the layout and colours are decided, against attributes leaking between regions."""
+        pipe, cfg = self.pipe, guidance_scale > 1
+        solo = RegionLayout([], height, width, pipe.vae_scale_factor, self.box_rounding)
+        processors = [p for p in attention_processors(pipe.unet).values() if hasattr(p, "layout")]
+        regional = processors[0].layout
+        h, w = noise.shape[-2:]
+        masks = torch.stack([feature_mask(box_fractions(r.box, height, width), h, w, self.box_rounding)
+                             for r in regions]).to(noise.device, noise.dtype)  # [R, h, w]
+        count = masks.sum(0)
+        out = noise * (count == 0)
+        try:
+            for p in processors:
+                p.layout = solo
+            for region, mask in zip(regions, masks, strict=True):
+                context = self.encode_contexts([region.prompt])
+                if cfg:
+                    negative = negative_prompt if region.negative_prompt is None else region.negative_prompt
+                    context = torch.cat([self.encode_contexts([negative]), context])
+                residuals = [s.clone() for s in states] if states is not None else None
+                own = pipe.unet(model_input, t, encoder_hidden_states=context,
+                                down_intrablock_additional_residuals=residuals).sample
+                if cfg:
+                    uncond, cond = own.chunk(2)
+                    own = uncond + guidance_scale * (cond - uncond)
+                out = out + own * (mask / count.clamp_min(1))
+        finally:
+            for p in processors:
+                p.layout = regional
+        return out
 
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
