@@ -50,3 +50,19 @@ def test_a_release_0_1_0_fusion_report_renders(tmp_path):
     shutil.copy(RELEASE / "fusion_report.json", tmp_path / "fusion" / "fusion_report.json")
     page = write_results_page(tmp_path).read_text()
     assert "Fusion" in page and "buoyring" in page
+
+
+def test_scene_files_with_and_without_a_version_load_and_a_newer_one_is_refused(tmp_path):
+    import pytest
+    import yaml
+
+    from mos_lightning.data.scenes import read_scenes
+
+    scenes = yaml.safe_load((REPO / "configs/world/scenes/two.yaml").read_text())
+    assert "version" not in scenes  # 0.1.0's scene files have none
+    assert read_scenes(REPO / "configs/world/scenes/two.yaml")
+    (tmp_path / "v1.yaml").write_text(yaml.safe_dump({**scenes, "version": 1}))
+    assert len(read_scenes(tmp_path / "v1.yaml")) == len(scenes["scenes"])
+    (tmp_path / "v9.yaml").write_text(yaml.safe_dump({**scenes, "version": 9}))
+    with pytest.raises(ValueError, match="scene format version 9.*upgrade"):
+        read_scenes(tmp_path / "v9.yaml")

@@ -87,6 +87,8 @@ def parse_scene(raw: dict, base_dir: Path, index: int) -> Scene:
                  raw.get("width"), check_seeds(list(raw.get("seeds") or [0]), f"{where}: seeds"), conditions)
 
 
+SCENE_FORMAT_VERSION = 1  # scene files may say `version: 1` beside `scenes:` (none means 1)
+
 def read_scenes(path: str | Path) -> list[Scene]:
     path = Path(path)
     if not path.is_file():
@@ -98,6 +100,10 @@ def read_scenes(path: str | Path) -> list[Scene]:
     raw = data.get("scenes") if isinstance(data, dict) else data
     if not isinstance(raw, list):
         raise ValueError(f"{path}: expected `scenes:` with a list of scenes")
+    version = data.get("version", 1) if isinstance(data, dict) else 1
+    if not isinstance(version, int) or version > SCENE_FORMAT_VERSION:
+        raise ValueError(f"{path} has scene format version {version!r}; this mos-lightning reads up to "
+                         f"{SCENE_FORMAT_VERSION}: upgrade it")
     return [parse_scene(r, path.parent, i) for i, r in enumerate(raw)]
 
 

@@ -5,6 +5,7 @@ gives the judge's ceiling, so a rate is read against what a perfect composer wou
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -19,14 +20,18 @@ from .scenes import BACKGROUNDS, Scene, caption, place, render
 
 @dataclass(frozen=True)
 class Layout:
-    """Concepts left to right on a background, each in its box ``[top, left, bottom, right]`` (fractions)."""
+    """Concepts on a background, each in its box ``[top, left, bottom, right]`` (fractions): given, or the world's
+    slots (left to right, as its captions list things)."""
 
     name: str
     concepts: tuple[str, ...]
     background: str
+    given_boxes: tuple[tuple[float, float, float, float], ...] | None = None
 
     @property
     def boxes(self) -> list[list[float]]:
+        if self.given_boxes is not None:
+            return [list(b) for b in self.given_boxes]
         n = len(self.concepts)
         top, bottom = (0.2, 0.85) if n < 3 else (0.25, 0.8)  # the world puts things of 3-thing pictures smaller
         return [[top, round(k / n, 4), bottom, round((k + 1) / n, 4)] for k in range(n)]
@@ -57,8 +62,13 @@ def signature(concept: str, count: int = 24, share: float = 0.15) -> Signature:
 def real_pictures(layout: Layout, count: int) -> list[Image.Image]:
     """Real world pictures of ``layout`` (the concepts' own designs, the world's placement)."""
     rng = random.Random(f"layout-{layout.name}")
-    return [render(Scene(layout.background, place(rng, [concept_thing(c) for c in layout.concepts])),
-                   seed=800_000 + k)[0] for k in range(count)]
+    if layout.given_boxes is None:
+        return [render(Scene(layout.background, place(rng, [concept_thing(c) for c in layout.concepts])),
+                       seed=800_000 + k)[0] for k in range(count)]
+    things = tuple(dataclasses.replace(concept_thing(c), x=(b[1] + b[3]) / 2, y=(b[0] + b[2]) / 2,
+                                       radius=0.42 * min(b[2] - b[0], b[3] - b[1]))
+                   for c, b in zip(layout.concepts, layout.given_boxes, strict=True))  # each thing fills its box
+    return [render(Scene(layout.background, things), seed=800_000 + k)[0] for k in range(count)]
 
 
 def box_hits(images: list, layout: Layout, signatures: dict[str, Signature]) -> list[list[bool]]:

@@ -57,7 +57,12 @@ LAYOUTS = (
     Layout("heartcube-moonball", ("heartcube", "moonball"), "snow"),
     Layout("starbox-zigcone-buoyring", ("starbox", "zigcone", "buoyring"), "table"),
     Layout("bandball-heartcube-zigcone", ("bandball", "heartcube", "zigcone"), "sky"),
+    # boxes of other sizes and places than the world's slots
+    Layout("moonball-large-buoyring-small", ("moonball", "buoyring"), "grass", ((0.1, 0.0, 0.9, 0.6), (0.45, 0.65, 0.85, 1.0))),
+    Layout("starbox-bandball-corners", ("starbox", "bandball"), "snow", ((0.05, 0.05, 0.5, 0.45), (0.5, 0.55, 0.95, 0.95))),
+    Layout("zigcone-over-heartcube", ("zigcone", "heartcube"), "sand", ((0.0, 0.25, 0.5, 0.75), (0.5, 0.25, 1.0, 0.75))),
 )
+REGIONAL_SEEDS = list(range(1, 9))
 REPO = shipped_root()  # where configs/ (and demo/) are: the checkout, or the installed package
 
 
@@ -199,7 +204,7 @@ class Claims:
         """Each layout with region control (regional sampling) and without (its whole prompt alone)."""
         layouts = [layout for layout in LAYOUTS if set(layout.concepts) <= set(self.concepts)]
         names = {c: token(c) for c in self.concepts}
-        scenes = [{"name": layout.name, "prompt": layout.prompt(names), "seeds": self.seeds,
+        scenes = [{"name": layout.name, "prompt": layout.prompt(names), "seeds": REGIONAL_SEEDS,
                    "regions": [{"prompt": Layout(layout.name, (c,), layout.background).prompt(names), "box": box}
                                for c, box in zip(layout.concepts, layout.boxes, strict=True)]}  # "<starbox> on the grass"
                   for layout in layouts]
@@ -216,7 +221,7 @@ class Claims:
             self.cli("regional without control", "predict", "--config", "configs/world/sample.yaml",
                      "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",
                      "--data.init_args.prompts", json.dumps([s["prompt"] for s in scenes]),
-                     "--data.init_args.seeds", json.dumps(self.seeds),
+                     "--data.init_args.seeds", json.dumps(REGIONAL_SEEDS),
                      "--data.init_args.output_dir", str(self.out / "regional" / "without"))
         return layouts
 

@@ -31,12 +31,31 @@ def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], real:
     signatures = {c: signature(c) for c in concepts}
     scores: dict = {"signatures": {c: sorted(map(list, s)) for c, s in signatures.items()}, "layouts": {}}
     for index, layout in enumerate(layouts):
-        row = {"real": summarise(box_hits(real_pictures(layout, real), layout, signatures))}
+        hits = box_hits(real_pictures(layout, real), layout, signatures)
+        row = {"real": {**summarise(hits), "hits": hits}}
         for condition in ("with", "with-outward", "without"):
             images = [Image.open(p).convert("RGB") for p in composed_images(out, condition, index)]
-            row[condition] = {**summarise(box_hits(images, layout, signatures)), "images": len(images)}
+            hits = box_hits(images, layout, signatures)
+            row[condition] = {**summarise(hits), "images": len(images), "hits": hits}
         scores["layouts"][layout.name] = row
     return scores
+
+
+def pooled_rates(rows: list[dict], samples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Boxes and whole pictures over every layout's pictures, each ``(value, low, high)``: a 95 % interval from
+    resampling each layout's pictures."""
+    rng = np.random.default_rng(seed)
+    pictures = [[list(map(bool, h)) for h in row["hits"]] for row in rows]
+
+    def rates(sets) -> tuple[float, float]:
+        flat = [b for s in sets for p in s for b in p]
+        return float(np.mean(flat)), float(np.mean([all(p) for s in sets for p in s]))
+
+    value = rates(pictures)
+    draws = np.array([rates([[s[i] for i in rng.integers(0, len(s), len(s))] for s in pictures if s])
+                      for _ in range(samples)])
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    return {"boxes": (value[0], float(low[0]), float(high[0])), "all": (value[1], float(low[1]), float(high[1]))}
 
 
 def read_table(path: Path) -> dict[tuple[str, str], dict[str, float]]:
@@ -180,6 +199,11 @@ def regional_section(regional: dict) -> tuple[str, list[str]]:
     text = _table("layout", ["boxes: real", "boxes: with control", "boxes: control, outward cells", "boxes: without",
                              "all boxes: real", "all: with control", "all: control, outward cells", "all: without"],
                   [*rows, ("mean", mean)], 2)
+    pooled = {c: pooled_rates([r[c] for r in regional["layouts"].values()])
+              for c in ("real", "with", "with-outward", "without")}
+    text += "\n\nAll layouts' pictures pooled, with 95 % intervals (pictures resampled within each layout):\n\n" + \
+        "\n".join(f"- {c}: boxes {_interval(p['boxes'])}, whole pictures {_interval(p['all'])}"
+                  for c, p in pooled.items())
     said = [f"regional control: each box shows its concept {mean[1]:.0%} of the time with region control "
             f"({mean[2]:.0%} with the outward cell rule), {mean[3]:.0%} without (the judge reads {mean[0]:.0%} on real "
             f"pictures of the same layouts); all concepts of a picture: {mean[5]:.0%} with control, {mean[7]:.0%} "
