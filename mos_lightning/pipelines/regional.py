@@ -106,21 +106,16 @@ class RegionalPipeline:
         device = pipe.unet.device
         latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, context.dtype, device, generator)
         pipe.scheduler.set_timesteps(num_inference_steps, device=device)
+        solo = self.solo_inputs(regions, negative_prompt, cfg, height, width, latents) if self.solo_steps else None
         previous = attention_processors(pipe.unet)
         install_regional_processors(pipe.unet, layout)
         try:
             for step, t in enumerate(pipe.progress_bar(pipe.scheduler.timesteps)):
                 model_input = torch.cat([latents] * 2) if cfg else latents
                 model_input = pipe.scheduler.scale_model_input(model_input, t)
-                residuals = [s.clone() for s in states] if states is not None else None
-                noise = pipe.unet(model_input, t, encoder_hidden_states=context,
-                                  down_intrablock_additional_residuals=residuals).sample
-                if cfg:
-                    uncond, cond = noise.chunk(2)
-                    noise = uncond + guidance_scale * (cond - uncond)
-                if step < self.solo_steps and regions:
-                    noise = self.solo_noise(noise, model_input, t, regions, negative_prompt, guidance_scale, height,
-                                            width, states)
+                noise = self.guided_noise(model_input, t, context, states, guidance_scale)
+                if solo is not None and step < self.solo_steps:
+                    noise = self.solo_noise(noise, model_input, t, solo, states, guidance_scale)
                 latents = pipe.scheduler.step(noise, t, latents).prev_sample
         finally:
             set_attention_processors(pipe.unet, previous)
@@ -128,41 +123,54 @@ class RegionalPipeline:
         return to_uint8(pipe.image_processor.postprocess(image, output_type="np")[0])
 
 
-    def solo_noise(self, noise: torch.Tensor, model_input: torch.Tensor, t, regions: list[Region], negative_prompt: str,
-                   guidance_scale: float, height: int, width: int, states) -> torch.Tensor:
-        """Inside each box, the noise prediction of the whole latent under that region's prompt alone (no other
-        context can leak into it); outside every box, ``noise`` (the regional prediction). Boxes that overlap
-        share their cells equally. Later work (MultiDiffusion-style latent compositing) uses this in the first steps,
-        where the layout and colours are decided, against attributes leaking between regions."""
-        pipe, cfg = self.pipe, guidance_scale > 1
-        solo = RegionLayout([], height, width, pipe.vae_scale_factor, self.box_rounding)
-        processors = [p for p in attention_processors(pipe.unet).values() if hasattr(p, "layout")]
-        regional = processors[0].layout
-        h, w = noise.shape[-2:]
+    def guided_noise(self, model_input: torch.Tensor, t, context: torch.Tensor, states, guidance_scale: float):
+        """The UNet's noise prediction with classifier-free guidance (``model_input`` doubled when guided)."""
+        residuals = [s.clone() for s in states] if states is not None else None
+        noise = self.pipe.unet(model_input, t, encoder_hidden_states=context,
+                               down_intrablock_additional_residuals=residuals).sample
+        if guidance_scale > 1:
+            uncond, cond = noise.chunk(2)
+            noise = uncond + guidance_scale * (cond - uncond)
+        return noise
+
+    def solo_inputs(self, regions: list[Region], negative_prompt: str, cfg: bool, height: int, width: int,
+                    latents: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per region, once per picture: its prompt's context alone (with its negative when guided) and its cells'
+        share of the latent (``mask / count``: overlapping boxes share a cell equally)."""
+        if not regions:
+            return None
+        h, w = latents.shape[-2:]
         masks = torch.stack([feature_mask(box_fractions(r.box, height, width), h, w, self.box_rounding)
-                             for r in regions]).to(noise.device, noise.dtype)  # [R, h, w]
-        count = masks.sum(0)
-        out = noise * (count == 0)
+                             for r in regions]).to(latents.device, latents.dtype)  # [R, h, w]
+        shares = masks / masks.sum(0).clamp_min(1)
+        contexts = []
+        for region in regions:
+            context = self.encode_contexts([region.prompt])
+            if cfg:
+                negative = negative_prompt if region.negative_prompt is None else region.negative_prompt
+                context = torch.cat([self.encode_contexts([negative]), context])
+            contexts.append(context)
+        return list(zip(contexts, shares, strict=True))
+
+    def solo_noise(self, noise: torch.Tensor, model_input: torch.Tensor, t, solo: list[tuple[torch.Tensor, torch.Tensor]],
+                   states, guidance_scale: float) -> torch.Tensor:
+        """Inside each box, the noise prediction of the whole latent under that region's prompt alone (no other
+        context can leak into it); outside every box, ``noise`` (the regional prediction). Later work
+        (MultiDiffusion-style latent compositing) uses this in the first steps, where the layout and colours are
+        decided, against attributes leaking between regions."""
+        processors = [p for p in attention_processors(self.pipe.unet).values() if hasattr(p, "layout")]
+        regional = processors[0].layout
+        alone = RegionLayout([], *regional.latent, 1)  # no boxes: every position reads the one context given
+        out = noise * (sum(share for _, share in solo) == 0)
         try:
             for p in processors:
-                p.layout = solo
-            for region, mask in zip(regions, masks, strict=True):
-                context = self.encode_contexts([region.prompt])
-                if cfg:
-                    negative = negative_prompt if region.negative_prompt is None else region.negative_prompt
-                    context = torch.cat([self.encode_contexts([negative]), context])
-                residuals = [s.clone() for s in states] if states is not None else None
-                own = pipe.unet(model_input, t, encoder_hidden_states=context,
-                                down_intrablock_additional_residuals=residuals).sample
-                if cfg:
-                    uncond, cond = own.chunk(2)
-                    own = uncond + guidance_scale * (cond - uncond)
-                out = out + own * (mask / count.clamp_min(1))
+                p.layout = alone
+            for context, share in solo:
+                out = out + self.guided_noise(model_input, t, context, states, guidance_scale) * share
         finally:
             for p in processors:
                 p.layout = regional
         return out
-
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 
