@@ -160,7 +160,8 @@ class RegionalPipeline:
         decided, against attributes leaking between regions."""
         processors = [p for p in attention_processors(self.pipe.unet).values() if hasattr(p, "layout")]
         regional = processors[0].layout
-        alone = RegionLayout([], *regional.latent, 1)  # no boxes: every position reads the one context given
+        latent_height, latent_width = regional.latent
+        alone = RegionLayout([], latent_height, latent_width, vae_scale=1)  # no boxes: every position reads the one context
         out = noise * (sum(share for _, share in solo) == 0)
         try:
             for p in processors:
