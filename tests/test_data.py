@@ -190,5 +190,6 @@ def test_wide_images_and_oversized_batches_are_reported(tmp_path):
     data = make_data(folder, batch_size=4, require_placeholder=False)
     with pytest.warns(UserWarning, match="a.png is 256x32: letterboxed to a square it keeps only 12%"):
         data.setup("fit")
-    with pytest.warns(UserWarning, match="batch_size 4 is larger than the 2 images"):
-        data.train_dataloader()
+    with pytest.warns(UserWarning, match="batch_size 4 is larger than the 2 images: every step shows some images"):
+        loader = data.train_dataloader()
+    assert len(next(iter(loader))["caption"]) == 4  # whole batches: the images repeat

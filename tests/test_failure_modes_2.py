@@ -66,17 +66,18 @@ def test_masks_that_select_nothing_stop_a_mask_loss_before_training(tiny_model_d
 
 
 def test_a_process_share_smaller_than_the_batch_still_trains_and_is_named(tmp_path):
-    """``--trainer.devices 3`` on a few images left each process less than one batch: it trained nothing (exit 0)."""
+    """``--trainer.devices 3`` on a few images left each process less than one batch: it trained nothing (exit 0).
+    Now every process gets whole batches (the images repeat) and the warning says so."""
     import lightning.pytorch as pl
 
     data = make_data(DEMO_CONCEPTS / "redball", batch_size=3)
-    data.trainer = pl.Trainer(accelerator="cpu", devices=3, strategy="ddp", logger=False, default_root_dir=tmp_path)
+    data.trainer = pl.Trainer(accelerator="cpu", devices=3, strategy="ddp", max_steps=2, logger=False,
+                              default_root_dir=tmp_path)
     images = len(list((DEMO_CONCEPTS / "redball").glob("*.png")))
-    share = -(-images // 3)
-    assert share < 3 <= images, "the demo concept should leave each of 3 processes less than a batch"
-    with pytest.warns(UserWarning, match=rf"each of the 3 processes' {share} of the {images} images"):
+    assert 3 <= images < 9, "the demo concept should leave 3 processes of 3 less than one sample each"
+    with pytest.warns(UserWarning, match=rf"batch_size 3 × 3 processes = 9 samples is larger than the {images} images"):
         loader = data.train_dataloader()
-    assert loader.drop_last is False  # the only batch of each process is kept
+    assert len(loader) == 2 and [len(batch["caption"]) for batch in loader] == [3, 3]
 
 
 def test_a_size_diffusers_cannot_sample_is_refused_before_loading():

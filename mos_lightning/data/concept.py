@@ -228,7 +228,7 @@ class ConceptDataset(Dataset):
         self.prompt_templates = resolve_templates(prompt_templates)
         self.geometry = geometry
         self.mask_downsample = mask_downsample
-        self.rng: Any = random  # the global generator, which Lightning seeds per rank and worker
+        self.rng: Any = random  # for plain indexing; training passes each sample its own generator (see sample)
 
     @property
     def has_masks(self) -> bool:
@@ -237,33 +237,37 @@ class ConceptDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def caption(self, text: str) -> str:
+    def caption(self, text: str, rng: random.Random) -> str:
         if self.shuffle_tags:
-            text = shuffle_caption(text, self.keep_tags, self.rng)
+            text = shuffle_caption(text, self.keep_tags, rng)
         if self.prompt_templates:
-            text = self.rng.choice(self.prompt_templates).format(text)
+            text = rng.choice(self.prompt_templates).format(text)
         return text
 
     def __getitem__(self, index: int) -> dict:
+        return self.sample(index, self.rng)
+
+    def sample(self, index: int, rng: random.Random) -> dict:
+        """Image ``index`` augmented with draws from ``rng`` (one per training draw: :mod:`.draws`)."""
         item = self.items[index]
         image = open_image(item.image, "RGB")
         mask = open_image(item.mask, "L") if item.mask else Image.new("L", image.size, 255)
         if self.geometry == "reference":
-            image, mask, valid = reference_resize_crop(image, mask, self.resolution, self.crop_prob, self.rng)
+            image, mask, valid = reference_resize_crop(image, mask, self.resolution, self.crop_prob, rng)
             cropped = True  # randomly placed: never a cacheable view
         elif self.geometry == "reference_object":
-            image, mask, valid = reference_object_fill(image, mask, self.resolution, self.crop_prob, self.rng)
+            image, mask, valid = reference_object_fill(image, mask, self.resolution, self.crop_prob, rng)
             cropped = True
         else:
-            image, mask, valid, cropped = resize_crop_letterbox(image, mask, self.resolution, self.crop_prob, self.rng,
+            image, mask, valid, cropped = resize_crop_letterbox(image, mask, self.resolution, self.crop_prob, rng,
                                                                 report_crop=True)
-        flipped = self.rng.random() < self.flip_prob
+        flipped = rng.random() < self.flip_prob
         if flipped:
             image, mask, valid = (x.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for x in (image, mask, valid))
         valid_mask = mask_to_tensor(valid, self.mask_downsample)
         return {
             "pixel_values": image_to_tensor(image),
-            "caption": self.caption(item.caption),
+            "caption": self.caption(item.caption, rng),
             "mask": mask_to_tensor(mask, self.mask_downsample) * valid_mask,
             "valid_mask": valid_mask,
             "has_mask": torch.tensor(item.mask is not None),

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader
 
 from ..defaults import PLACEHOLDER
 from .concept import ConceptDataset, ConceptSource, Geometry, read_concept_list
+from .draws import DrawLoader, TrainingDraws
 
 
 class ConceptDataModule(pl.LightningDataModule):
     """Images of one concept, from a folder or the reference concept-list JSON; training length is set by
-    ``trainer.max_steps`` (the loader simply repeats), not by an enlarge ratio."""
+    ``trainer.max_steps`` (the images repeat as needed), not by an enlarge ratio. Every random choice of training is
+    keyed by the step (:mod:`.draws`), so a run resumed from a checkpoint ends bit-identical to an uninterrupted one."""
 
     def __init__(
         self,
@@ -38,6 +38,7 @@ class ConceptDataModule(pl.LightningDataModule):
         mask_downsample: int = 8,
         batch_size: int = 2,
         num_workers: int = 2,
+        seed: int | None = None,
     ):
         """
         Args:
@@ -61,7 +62,10 @@ class ConceptDataModule(pl.LightningDataModule):
                 ``centred`` (ours: random square crop, else a centred letterbox whose latents are cached — faster).
             mask_downsample: Pixel → latent downsampling of masks (the VAE scale factor, 8 for SD).
             batch_size: Samples per GPU/process.
-            num_workers: DataLoader worker processes (at most the CPUs this process may use).
+            num_workers: DataLoader worker processes (at most the CPUs this process may use); what is trained does
+                not depend on it.
+            seed: Seed of the data order, the augmentations and each step's noise; ``null`` (default): the run's
+                ``seed_everything``. A resumed run keeps its checkpoint's seed.
         """
         super().__init__()
         if (concept_dir is None) == (concept_list is None):
@@ -79,6 +83,10 @@ class ConceptDataModule(pl.LightningDataModule):
         return [ConceptSource(str(root), caption_dir, mask_dir, h.instance_prompt)]
 
     def setup(self, stage: str | None = None) -> None:
+        trainer = getattr(self, "trainer", None)
+        if stage == "fit" and trainer is not None and trainer.max_steps < 0:
+            raise ValueError("set trainer.max_steps: it is the training length (the images repeat as needed; "
+                             "max_epochs plays no part)")
         if self.dataset is not None:
             return
         h = self.hparams
@@ -96,26 +104,32 @@ class ConceptDataModule(pl.LightningDataModule):
             mask_downsample=h.mask_downsample,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DrawLoader:
+        """This process's batches, a pure function of the step (:mod:`mos_lightning.data.draws`): a run resumed from a
+        checkpoint continues at ``global_step × accumulate_grad_batches`` and ends exactly at ``max_steps``."""
         self.setup("fit")
+        assert self.dataset is not None
         trainer = getattr(self, "trainer", None)
         processes = max(1, trainer.world_size) if trainer is not None else 1
-        share = math.ceil(len(self.dataset) / processes)  # what each process's distributed sampler hands it
-        if share < self.hparams.batch_size:
-            where = (f"the {len(self.dataset)} images" if processes == 1 else
-                     f"each of the {processes} processes' {share} of the {len(self.dataset)} images")
-            rank_zero_warn(f"batch_size {self.hparams.batch_size} is larger than {where}: every batch holds {share} "
-                           "samples; lower batch_size (or accumulate_grad_batches, or use fewer devices) to train at "
-                           "the batch you mean")
+        per_step = self.hparams.batch_size * processes
+        if per_step > len(self.dataset):
+            where = "" if processes == 1 else f" × {processes} processes = {per_step} samples"
+            rank_zero_warn(f"batch_size {self.hparams.batch_size}{where} is larger than the {len(self.dataset)} images: "
+                           "every step shows some images more than once; lower batch_size (or use "
+                           "accumulate_grad_batches, or fewer devices) to train at the batch you mean")
+        start, stop = 0, None
+        if trainer is not None:
+            start = trainer.global_step * trainer.accumulate_grad_batches
+            stop = trainer.max_steps * trainer.accumulate_grad_batches
+        draws = TrainingDraws(self.dataset, self.hparams.batch_size, self.run_seed(), trainer.global_rank if trainer
+                              else 0, processes, start, stop)
         # more workers than CPUs only contend (and torch warns): cap at what this process may use
         workers = min(self.hparams.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else os.cpu_count() or 1)
-        return DataLoader(
-            self.dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            drop_last=share >= self.hparams.batch_size,  # never drop a process's only batch: it would train nothing
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return DrawLoader(draws, num_workers=workers, pin_memory=torch.cuda.is_available())
+
+    def run_seed(self) -> int:
+        """``seed`` if given, else the run's ``seed_everything`` (Lightning keeps it in ``PL_GLOBAL_SEED``), else 0."""
+        if self.hparams.seed is not None:
+            return int(self.hparams.seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))

@@ -15,13 +15,14 @@ from ..base_checks import base_fingerprint, check_new_tokens
 from ..components import describe, describe_callable
 from ..defaults import BASE_MODEL, PLACEHOLDER
 from ..distributed import check_ddp_settings, offset_seeds_by_rank
-from ..edlora_file import ConceptInfo, EDLoRA, save_edlora
+from ..edlora_file import ConceptInfo, EDLoRA
 from ..edlora_model import EDLoRAModel
 from ..host_values import LaggedHostScalar
 from ..losses import DiffusionLoss, LossTerm, term_names
 from ..models import BaseModel, load_base_model
 from .edlora_checks import check_arguments, check_masks
 from .edlora_optim import ParameterGroups
+from .export_rescue import save_during_training, save_or_rescue
 from .trainable_state import TrainableStateCheckpoints
 
 
@@ -189,6 +190,12 @@ class EDLoRATask(ParameterGroups, TrainableStateCheckpoints, pl.LightningModule)
     def on_fit_start(self) -> None:
         offset_seeds_by_rank(self.global_rank)
 
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # noise, timesteps and dropout follow the batch (its seed comes from the data stream), not the process's
+        # history: a resumed run draws what the uninterrupted one drew (mos_lightning.data.draws)
+        if isinstance(batch, dict) and "noise_seed" in batch:
+            torch.manual_seed(int(batch["noise_seed"]))
+
     def sampling_pipeline(self, scheduler: str = "dpm_solver"):
         """An :class:`~mos_lightning.pipelines.EDLoRAPipeline` over this module's live modules (no copies); the LoRA
         stays injected (scale it with :func:`mos_lightning.lora.scaled_lora` on the pipeline's ``unet`` and
@@ -242,11 +249,11 @@ class EDLoRATask(ParameterGroups, TrainableStateCheckpoints, pl.LightningModule)
         every = self.hparams.export_every_n_steps
         step = self.global_step
         if every > 0 and step > 0 and step % every == 0 and self.trainer.is_global_zero:
-            save_edlora(Path(self.hparams.output_dir) / f"edlora-step{step:06d}.safetensors", self.export())
+            save_during_training(Path(self.hparams.output_dir) / f"edlora-step{step:06d}.safetensors", self.export())
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            path = save_edlora(Path(self.hparams.output_dir) / "edlora.safetensors", self.export())
+            path = save_or_rescue(Path(self.hparams.output_dir) / "edlora.safetensors", self.export())
             print(f"wrote {path}")
             if self.hparams.fusion_stats:
                 from ..fusion.stats_file import compute_concept_stats
