@@ -30,8 +30,13 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".ckpt")
 def model_files(config: dict) -> list[Path]:
     """The files whose contents decide the images: the ED-LoRA files and a local base model folder's weights."""
     args = (config.get("model") or {}).get("init_args") or {}
-    files = [Path(p) for p in args.get("edloras") or [] if Path(p).is_file()]
-    base = Path(str(args.get("base_model") or ""))
+    return weight_files(args.get("base_model"), args.get("edloras") or [])
+
+
+def weight_files(base_model: str | None, edloras) -> list[Path]:
+    """The ``edloras`` files that exist and, when ``base_model`` is a local folder, its weight files."""
+    files = [Path(p) for p in edloras if Path(p).is_file()]
+    base = Path(str(base_model or ""))
     if base.is_dir():
         files += sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     return files

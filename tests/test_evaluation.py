@@ -105,3 +105,34 @@ def test_the_authors_benchmark_prompt_files_keep_their_groups(tmp_path):
     plain = EvalDataModule([spec(prompt_file=str(tmp_path / "plain.txt"))], seeds=[1])
     plain.setup("test")
     assert {i.group for i in plain.items} == {"custom"}
+
+
+def test_a_rerun_never_scores_images_another_method_made(tiny_model_dir, tmp_path):
+    """Evaluation reused every image on disk by path: an ED-LoRA re-tuned in place, or other sampling settings, were
+    scored with the old images as the new method's, silently."""
+    clip = save_tiny_clip(tmp_path / "clip")
+    redball = save_edlora(tmp_path / "redball.safetensors", random_edlora(tiny_model_dir, "redball", lora_std=0.1))
+    methods = [{"name": "single", "base_model": str(tiny_model_dir), "edloras": {"redball": str(redball)}}]
+
+    def run(*extra):
+        build_cli(["test", "--config", str(REPO / "configs/demo/eval.yaml"), "--model.init_args.clip_model", str(clip),
+                   "--model.init_args.output_dir", str(tmp_path / "eval"), "--model.init_args.methods",
+                   json.dumps(methods), "--model.init_args.num_inference_steps", "2", "--trainer.accelerator", "cpu",
+                   "--trainer.enable_progress_bar", "false", "--data.init_args.concepts",
+                   json.dumps([{"name": "redball", "class_word": "ball", "reference_dir": str(DEMO_CONCEPTS / "redball"),
+                                "category": "vase"}]), "--data.init_args.seeds", "[1]", *extra])
+
+    run()
+    images = tmp_path / "eval" / "images" / "single"
+    made = {p: p.stat().st_mtime_ns for p in images.rglob("*.png")}
+    assert len(made) == 4 and (images / "made_by.json").is_file()
+    run()  # the same method: every image reused
+    assert all(p.stat().st_mtime_ns == t for p, t in made.items())
+    with pytest.raises(ValueError, match=r"num_inference_steps: 2 → 3"):
+        run("--model.init_args.num_inference_steps", "3")
+    save_edlora(redball, random_edlora(tiny_model_dir, "redball", seed=5, lora_std=0.1))  # re-tuned in place
+    with pytest.raises(ValueError, match=r"method single made otherwise \(redball.safetensors changed"):
+        run()
+    run("--model.init_args.reuse_images", "false")  # remade, and the folder now vouches for the new file
+    assert all(p.stat().st_mtime_ns != t for p, t in made.items())
+    run()

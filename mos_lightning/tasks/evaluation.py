@@ -33,6 +33,7 @@ from ..images import save_png
 from ..metrics import ALL_GROUPS, TEXT_PREFIX, AlignmentTable, CLIPFeatures, EvalResults
 from ..models import resolve_dtype, resolve_source
 from ..pipelines import EDLoRAPipeline, SchedulerName, make_scheduler
+from .eval_reuse import check_method_images, method_record, record_method_images
 from .sampling_checks import check_sampling_settings
 from .termination import step_check
 
@@ -80,7 +81,9 @@ class EvalTask(pl.LightningModule):
             methods: Table rows: ``{name, base_model, edloras: {concept: file}, lora_scale: 0.7, class_word: false}``.
             output_dir: Images go to ``<output_dir>/images/<method>/<concept>/<prompt>/seed<N>.png``; the
                 ``EvalReport`` callback writes its tables here too.
-            reuse_images: Score images already on disk instead of making them again (resume).
+            reuse_images: Score images already on disk instead of making them again (resume) — only when the same
+                method made them: each method's folder keeps ``made_by.json`` (settings and model file contents),
+                and a rerun that differs is refused by name. ``false`` makes every image again.
             scheduler: Sampler (paper: ``dpm_solver``).
             num_inference_steps: Denoising steps (paper: 20).
             guidance_scale: CFG scale (paper: 7.5).
@@ -122,6 +125,18 @@ class EvalTask(pl.LightningModule):
                 if not Path(path).is_file():
                     raise FileNotFoundError(f"method {m.name}: ED-LoRA file {path} for {concept} does not exist")
                 check_edlora_fits(load_edlora(path), m.base_model, f"method {m.name}: {path}")
+        # images on disk are reused only when this method made them (eval_reuse); with reuse off, the record is
+        # written when every image is new (on_test_end), so a killed remake never vouches for old images
+        self.records = {m.name: check_method_images(self.method_folder(m), m, self.hparams) if self.hparams.reuse_images
+                        else method_record(m, self.hparams) for m in self.methods}
+        if self.hparams.reuse_images and self.trainer.is_global_zero:
+            for m in self.methods:
+                record_method_images(self.method_folder(m), self.records[m.name])
+
+    def on_test_end(self) -> None:
+        if not self.hparams.reuse_images and self.trainer.is_global_zero:
+            for m in self.methods:
+                record_method_images(self.method_folder(m), self.records[m.name])
 
     def configure_model(self) -> None:
         if self.pipes:
@@ -154,8 +169,11 @@ class EvalTask(pl.LightningModule):
         self.rows: list[dict] = []
 
     # --------------------------------------------------------------- images
+    def method_folder(self, method: EvalMethod) -> Path:
+        return Path(self.hparams.output_dir) / "images" / method.name
+
     def image_path(self, method: EvalMethod, item: dict) -> Path:
-        return Path(self.hparams.output_dir) / "images" / method.name / EvalItem(**item).name
+        return self.method_folder(method) / EvalItem(**item).name
 
     def prompt_for(self, method: EvalMethod, item: dict) -> str:
         if method.class_word:
