@@ -1,9 +1,11 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 from conftest import DEMO_CONCEPTS, REPO
 from helpers import random_edlora
+from PIL import Image
 
 from mos_lightning.cli import build_cli
 from mos_lightning.data import EvalConceptSpec, EvalDataModule
@@ -107,32 +109,57 @@ def test_the_authors_benchmark_prompt_files_keep_their_groups(tmp_path):
     assert {i.group for i in plain.items} == {"custom"}
 
 
-def test_a_rerun_never_scores_images_another_method_made(tiny_model_dir, tmp_path):
-    """Evaluation reused every image on disk by path: an ED-LoRA re-tuned in place, or other sampling settings, were
-    scored with the old images as the new method's, silently."""
+def test_evaluation_across_two_nodes_and_reruns_that_reuse_only_what_the_same_method_made(tiny_model_dir, tmp_path):
+    """Two simulated nodes score what one process scores, and a rerun after a node died makes only the missing
+    images. Reuse was by path alone: an ED-LoRA re-tuned in place, or other sampling settings, were scored with the
+    old images as the new method's, silently."""
+    from nodes import run_on_nodes
+
     clip = save_tiny_clip(tmp_path / "clip")
     redball = save_edlora(tmp_path / "redball.safetensors", random_edlora(tiny_model_dir, "redball", lora_std=0.1))
-    methods = [{"name": "single", "base_model": str(tiny_model_dir), "edloras": {"redball": str(redball)}}]
+    methods = [{"name": "single", "base_model": str(tiny_model_dir), "edloras": {"redball": str(redball)}},
+               {"name": "bound", "base_model": str(tiny_model_dir), "class_word": True}]
 
-    def run(*extra):
-        build_cli(["test", "--config", str(REPO / "configs/demo/eval.yaml"), "--model.init_args.clip_model", str(clip),
-                   "--model.init_args.output_dir", str(tmp_path / "eval"), "--model.init_args.methods",
-                   json.dumps(methods), "--model.init_args.num_inference_steps", "2", "--trainer.accelerator", "cpu",
-                   "--trainer.enable_progress_bar", "false", "--data.init_args.concepts",
-                   json.dumps([{"name": "redball", "class_word": "ball", "reference_dir": str(DEMO_CONCEPTS / "redball"),
-                                "category": "vase"}]), "--data.init_args.seeds", "[1]", *extra])
+    def args(out, *extra):
+        return ["test", "--config", str(REPO / "configs/demo/eval.yaml"), "--model.init_args.clip_model", str(clip),
+                "--model.init_args.output_dir", str(out), "--model.init_args.methods", json.dumps(methods),
+                "--model.init_args.num_inference_steps", "2", "--trainer.accelerator", "cpu",
+                "--trainer.enable_progress_bar", "false", "--data.init_args.concepts",
+                json.dumps([{"name": "redball", "class_word": "ball", "reference_dir": str(DEMO_CONCEPTS / "redball"),
+                             "category": "vase"}]), *extra]
 
-    run()
-    images = tmp_path / "eval" / "images" / "single"
-    made = {p: p.stat().st_mtime_ns for p in images.rglob("*.png")}
-    assert len(made) == 4 and (images / "made_by.json").is_file()
-    run()  # the same method: every image reused
-    assert all(p.stat().st_mtime_ns == t for p, t in made.items())
+    def stamps(out):
+        return {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+
+    one, nodes = tmp_path / "one", tmp_path / "nodes"
+    build_cli(args(one))
+    run_on_nodes(args(nodes))
+    assert len(stamps(one)) == len(stamps(nodes)) == 2 * 4 * 2  # methods × groups × seeds
+    for a, b in zip(*(sorted((p.relative_to(out), p) for p in stamps(out)) for out in (one, nodes)), strict=True):
+        assert a[0] == b[0]
+        assert abs(np.asarray(Image.open(a[1]), int) - np.asarray(Image.open(b[1]), int)).max() <= 1, a[0]
+    tables = [list(csv.reader((out / "table.csv").open())) for out in (one, nodes)]
+    assert tables[0][0] == tables[1][0]
+    for a, b in zip(tables[0][1:], tables[1][1:], strict=True):
+        assert a[:2] == b[:2] and [float(x) for x in a[2:]] == pytest.approx([float(x) for x in b[2:]], abs=1e-4)
+    # a node died: some images missing; the rerun on two nodes makes only those, and scores the same
+    lost = sorted(stamps(nodes))[::5]
+    for path in lost:
+        path.unlink()
+    kept = {p: t for p, t in stamps(nodes).items()}
+    run_on_nodes(args(nodes))
+    after = stamps(nodes)
+    assert set(after) == set(kept) | set(lost) and all(after[p] == t for p, t in kept.items())
+    assert list(csv.reader((nodes / "table.csv").open())) == tables[1]
+
+    made = stamps(one)
+    build_cli(args(one))  # the same method: every image reused
+    assert stamps(one) == made and (one / "images" / "single" / "made_by.json").is_file()
     with pytest.raises(ValueError, match=r"num_inference_steps: 2 → 3"):
-        run("--model.init_args.num_inference_steps", "3")
+        build_cli(args(one, "--model.init_args.num_inference_steps", "3"))
     save_edlora(redball, random_edlora(tiny_model_dir, "redball", seed=5, lora_std=0.1))  # re-tuned in place
     with pytest.raises(ValueError, match=r"method single made otherwise \(redball.safetensors changed"):
-        run()
-    run("--model.init_args.reuse_images", "false")  # remade, and the folder now vouches for the new file
-    assert all(p.stat().st_mtime_ns != t for p, t in made.items())
-    run()
+        build_cli(args(one))
+    build_cli(args(one, "--model.init_args.reuse_images", "false"))  # remade; the folder vouches for the new file
+    assert all(stamps(one)[p] != t for p, t in made.items())
+    build_cli(args(one))
