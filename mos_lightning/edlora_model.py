@@ -21,6 +21,7 @@ from torch import nn
 from .attention import AttentionRecorder, install_layerwise_processors
 from .defaults import PLACEHOLDER
 from .edlora_file import ConceptInfo, EDLoRA
+from .latent_cache import encode_posterior
 from .lora import ADAPTER, TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, lora_modules, lora_state_dict
 from .models import BaseModel, cast_frozen
 from .tokens import create_layerwise_tokens, encode_prompts, initial_embedding, tokenize
@@ -128,22 +129,8 @@ class EDLoRAModel(nn.Module):
 
     def posterior(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """VAE posterior mean and std of the batch's pixels, from the latent cache where allowed."""
-        pixels = batch["pixel_values"]
         views = batch.get("view") if self.cache_latents else None
-        if not views:
-            dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
-            # contiguous: the posterior's mean/std are strided views, and randn_like follows strides
-            return dist.mean.contiguous(), dist.std.contiguous()
-        todo = [i for i, v in enumerate(views) if not v or v not in self.latent_cache]
-        if todo:
-            if len(todo) < len(views):  # an index built on the host and sent without blocking (no sync)
-                pixels = pixels.index_select(0, torch.tensor(todo).to(pixels.device, non_blocking=True))
-            dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
-            # clones: a compiled VAE under CUDA graphs overwrites its outputs on the next call
-            fresh = {i: (dist.mean[k].clone(), dist.std[k].clone()) for k, i in enumerate(todo)}
-            self.latent_cache.update({views[i]: fresh[i] for i in todo if views[i]})
-        pairs = [fresh[i] if i in todo else self.latent_cache[v] for i, v in enumerate(views)]
-        return torch.stack([m for m, _ in pairs]), torch.stack([s for _, s in pairs])
+        return encode_posterior(self.vae, batch["pixel_values"], views, self.latent_cache)
 
     # -------------------------------------------------------------- forward
     def forward(

@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 from mos_lightning.data.draws import TrainingDraws
 
 CONCEPT = DEMO_CONCEPTS / "redball"
-# random crops and tag shuffling on: the augmentations must resume too
-AUGMENTED = dict(geometry="reference", crop_prob=0.5, prompt_templates="object", num_workers=2)
+# random crops, tag shuffling and two workers: the augmentations must resume too; the letterboxed (uncropped) views
+# go through the latent cache, which a resumed run starts empty
+AUGMENTED = dict(geometry="centred", crop_prob=0.5, prompt_templates="object", num_workers=2)
 
 
 class Interrupted(Exception):

@@ -103,11 +103,11 @@ class EDLoRATask(ParameterGroups, TrainableStateCheckpoints, pl.LightningModule)
             compile_unet: ``torch.compile`` the UNet in place (a one-time compile of minutes; for long GPU runs).
             compile_text_encoder: Also compile the text encoder (16 layer copies per prompt: many small kernels).
             compile_vae: Also compile the VAE encoder (idle once ``cache_latents`` holds every view).
-            compile_mode: ``torch.compile`` mode: ``reduce-overhead`` adds CUDA graphs (needs a fixed batch size, which
-                the data module's ``drop_last`` gives); ``max-autotune`` also tunes kernels.
+            compile_mode: ``torch.compile`` mode: ``reduce-overhead`` adds CUDA graphs (needs a fixed batch size: the
+                data module's batches are always whole); ``max-autotune`` also tunes kernels.
             channels_last: Store the UNet's convolution weights channels-last (often faster on GPUs with bf16/fp16).
             cache_latents: Reuse the VAE posterior of every deterministic view (letterboxed, not randomly cropped):
-                one VAE encode per view, same results.
+                each is encoded once, on its own (so the value does not depend on which batch held it first).
             output_dir: Where ``edlora.safetensors`` is written.
             export_every_n_steps: Also write ``edlora-step<N>.safetensors`` every N optimizer steps (0 disables).
             fusion_stats: Also write ``edlora.fusion-stats.safetensors`` (fusion statistics at the default settings),
