@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DEMO_CONCEPTS
+from nodes import clean_env, free_port
 from safetensors.torch import load_file
 
 from mos_lightning.edlora_file import load_edlora
@@ -13,41 +14,11 @@ from mos_lightning.edlora_file import load_edlora
 SCRIPT = Path(__file__).with_name("ddp_fit.py")
 
 
-def test_ddp_fit_on_two_cpu_processes_trains_identical_replicas(tiny_model_dir, tmp_path):
-    # A clean environment: DDP re-launches the script, and must not inherit pytest's or a previous run's state.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "PL_", "PYTEST"))}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tiny_model_dir), str(DEMO_CONCEPTS / "redball"), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
-    # each rank draws its own noise, timesteps and augmentations (same seed_everything on both)
-    assert not torch.equal(rank0.pop("rng_state_at_start"), rank1.pop("rng_state_at_start"))
-    assert rank0.keys() == rank1.keys() and len(rank0) > 100
-    for key in rank0:
-        assert torch.equal(rank0[key], rank1[key]), key
-    # one writer: the ED-LoRA, its fusion statistics (the demo config asks for them) and the run's config
-    assert sorted(p.name for p in (tmp_path / "edlora").iterdir()) == [
-        "config.yaml", "edlora.fusion-stats.safetensors", "edlora.safetensors"]
-    edlora = load_edlora(tmp_path / "edlora" / "edlora.safetensors")
-    torch.testing.assert_close(edlora.embeddings["<redball1>"], rank0["model.concept_tokens.weight"][0])
-    assert edlora.extra["global_step"] == 3
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_simulated_nodes_train_what_one_node_with_two_processes_trains(tiny_model_dir, tmp_path):
+def test_two_processes_train_identical_replicas_and_two_simulated_nodes_train_the_same(tiny_model_dir, tmp_path):
     """torchrun --nnodes 2 --nproc-per-node 1 on localhost (gloo), --trainer.num_nodes 2: the same global ranks as
     one node with two processes, so the same tensors, bit for bit, and every file written once (global rank 0)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "PL_", "PYTEST"))}
-    port = str(_free_port())
+    env = clean_env()
+    port = str(free_port())
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(k),
          "--master-addr", "127.0.0.1", "--master-port", port, str(SCRIPT), str(tiny_model_dir),
@@ -64,8 +35,19 @@ def test_two_simulated_nodes_train_what_one_node_with_two_processes_trains(tiny_
         assert two.keys() == one.keys()
         for key in two:
             assert torch.equal(two[key], one[key]), (rank, key)
-    assert sorted(p.name for p in (tmp_path / "nodes" / "edlora").iterdir()) == [
-        "config.yaml", "edlora.fusion-stats.safetensors", "edlora.safetensors"]
+    # the one-node run: replicas identical, though each rank drew its own noise, timesteps and augmentations
+    rank0, rank1 = load_file(tmp_path / "one" / "rank0.safetensors"), load_file(tmp_path / "one" / "rank1.safetensors")
+    assert not torch.equal(rank0.pop("rng_state_at_start"), rank1.pop("rng_state_at_start"))
+    assert rank0.keys() == rank1.keys() and len(rank0) > 100
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    # one writer: the ED-LoRA, its fusion statistics (the demo config asks for them) and the run's config
+    for run in ("one", "nodes"):
+        assert sorted(p.name for p in (tmp_path / run / "edlora").iterdir()) == [
+            "config.yaml", "edlora.fusion-stats.safetensors", "edlora.safetensors"]
+    edlora = load_edlora(tmp_path / "one" / "edlora" / "edlora.safetensors")
+    torch.testing.assert_close(edlora.embeddings["<redball1>"], rank0["model.concept_tokens.weight"][0])
+    assert edlora.extra["global_step"] == 3
 
 
 def test_static_graph_with_gradient_accumulation_is_refused_before_training(tiny_model_dir, concept_dir, tmp_path):

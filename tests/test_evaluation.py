@@ -117,8 +117,7 @@ def test_evaluation_across_two_nodes_and_reruns_that_reuse_only_what_the_same_me
 
     clip = save_tiny_clip(tmp_path / "clip")
     redball = save_edlora(tmp_path / "redball.safetensors", random_edlora(tiny_model_dir, "redball", lora_std=0.1))
-    methods = [{"name": "single", "base_model": str(tiny_model_dir), "edloras": {"redball": str(redball)}},
-               {"name": "bound", "base_model": str(tiny_model_dir), "class_word": True}]
+    methods = [{"name": "single", "base_model": str(tiny_model_dir), "edloras": {"redball": str(redball)}}]
 
     def args(out, *extra):
         return ["test", "--config", str(REPO / "configs/demo/eval.yaml"), "--model.init_args.clip_model", str(clip),
@@ -134,7 +133,7 @@ def test_evaluation_across_two_nodes_and_reruns_that_reuse_only_what_the_same_me
     one, nodes = tmp_path / "one", tmp_path / "nodes"
     build_cli(args(one))
     run_on_nodes(args(nodes))
-    assert len(stamps(one)) == len(stamps(nodes)) == 2 * 4 * 2  # methods × groups × seeds
+    assert len(stamps(one)) == len(stamps(nodes)) == 4 * 2  # groups × seeds
     for a, b in zip(*(sorted((p.relative_to(out), p) for p in stamps(out)) for out in (one, nodes)), strict=True):
         assert a[0] == b[0]
         assert abs(np.asarray(Image.open(a[1]), int) - np.asarray(Image.open(b[1]), int)).max() <= 1, a[0]
@@ -143,7 +142,7 @@ def test_evaluation_across_two_nodes_and_reruns_that_reuse_only_what_the_same_me
     for a, b in zip(tables[0][1:], tables[1][1:], strict=True):
         assert a[:2] == b[:2] and [float(x) for x in a[2:]] == pytest.approx([float(x) for x in b[2:]], abs=1e-4)
     # a node died: some images missing; the rerun on two nodes makes only those, and scores the same
-    lost = sorted(stamps(nodes))[::5]
+    lost = sorted(stamps(nodes))[::3]
     for path in lost:
         path.unlink()
     kept = {p: t for p, t in stamps(nodes).items()}
