@@ -70,13 +70,18 @@ def changed_inputs(folder: Path, config: dict) -> tuple[list[str], dict]:
     current = fingerprints(model_files(config), recorded)
     if recorded is None:
         return [], current
+    return content_changes(recorded, current), current
+
+
+def content_changes(recorded: dict, current: dict) -> list[str]:
+    """What differs between two :func:`fingerprints` records, one line per file, naming it."""
     old = {k: v["sha256"] for k, v in recorded.items()}
     new = {k: v["sha256"] for k, v in current.items()}
     differ = [f"{Path(k).name} changed since the images were made ({k})" for k in sorted(old.keys() & new.keys())
               if old[k] != new[k]]
     differ += [f"{Path(k).name} was not read then ({k})" for k in sorted(new.keys() - old.keys())]
     differ += [f"{Path(k).name} is no longer read ({k})" for k in sorted(old.keys() - new.keys())]
-    return differ, current
+    return differ
 
 
 def record_inputs(folder: Path, current: dict) -> None:

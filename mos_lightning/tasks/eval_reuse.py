@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..atomic import write_json
-from ..result_folder import fingerprints, weight_files
+from ..result_folder import content_changes, fingerprints, weight_files
 
 RECORD = "made_by.json"
 SAMPLING = ("scheduler", "num_inference_steps", "guidance_scale", "negative_prompt", "height", "width")
@@ -33,11 +33,7 @@ def check_method_images(folder: Path, method, hparams) -> dict:
         return current
     differ = [f"{key}: {known['settings'].get(key)!r} → {value!r}" for key, value in current["settings"].items()
               if known["settings"].get(key) != value]
-    old, new = ({k: v["sha256"] for k, v in r["files"].items()} for r in (known, current))
-    differ += [f"{Path(k).name} changed since the images were made ({k})" for k in sorted(old.keys() & new.keys())
-               if old[k] != new[k]]
-    differ += [f"{Path(k).name} is read now, not then ({k})" for k in sorted(new.keys() - old.keys())]
-    differ += [f"{Path(k).name} is no longer read ({k})" for k in sorted(old.keys() - new.keys())]
+    differ += content_changes(known["files"], current["files"])
     if differ:
         raise ValueError(f"{folder} holds images of method {method.name} made otherwise ({'; '.join(differ)}); they "
                          "would be scored as this method's: delete that folder, give the method another name, or pass "
