@@ -61,6 +61,7 @@ def test_scene_files_with_and_without_a_version_load_and_a_newer_one_is_refused(
     scenes = yaml.safe_load((REPO / "configs/world/scenes/two.yaml").read_text())
     assert "version" not in scenes  # 0.1.0's scene files have none
     assert read_scenes(REPO / "configs/world/scenes/two.yaml")
+    shutil.copy(REPO / "configs/world/scenes/buoyring-and-moonball.sketch.png", tmp_path)  # its condition's image
     (tmp_path / "v1.yaml").write_text(yaml.safe_dump({**scenes, "version": 1}))
     assert len(read_scenes(tmp_path / "v1.yaml")) == len(scenes["scenes"])
     (tmp_path / "v9.yaml").write_text(yaml.safe_dump({**scenes, "version": 9}))

@@ -81,6 +81,7 @@ class RegionLayout:
         self.fractions = [box_fractions(b, height, width) for b in boxes]
         self.rounding = rounding
         self.latent = (height // vae_scale, width // vae_scale)
+        self.bounded = False  # self-attention bounded by the boxes now (see .bounded; the pipeline sets it per step)
         self._weights: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
 
     @property
@@ -93,14 +94,19 @@ class RegionLayout:
                 return h, w
         raise ValueError(f"no UNet level of a {self.latent} latent has {tokens} positions")
 
+    def members(self, tokens: int) -> torch.Tensor:
+        """``[K, N]`` bool: the cells of each box at the level with ``tokens`` positions."""
+        h, w = self.size_of(tokens)
+        if not self.fractions:
+            return torch.zeros(0, tokens, dtype=torch.bool)
+        return torch.stack([feature_mask(f, h, w, self.rounding).flatten() for f in self.fractions])
+
     def weights(self, tokens: int, device, dtype) -> torch.Tensor:
         """``[K1, N]`` mixing weights: the global context where no box covers a position, else the mean of
         the covering regions."""
         key = (tokens, device, dtype)
         if key not in self._weights:
-            h, w = self.size_of(tokens)
-            masks = torch.stack([feature_mask(f, h, w, self.rounding).flatten() for f in self.fractions]).float() \
-                if self.fractions else torch.zeros(0, tokens)  # [K, N]
+            masks = self.members(tokens).float()  # [K, N]
             count = masks.sum(0)
             regional = masks / count.clamp_min(1)
             global_ = (count == 0).float()[None]
@@ -142,13 +148,15 @@ class RegionalCrossAttnProcessor:
 
 
 def install_regional_processors(unet, layout: RegionLayout) -> int:
-    """Regional processors on every cross-attention layer (self-attention keeps diffusers' SDPA); returns L."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
+    """Regional processors on every cross-attention layer, and on self-attention the UNet's own SDPA, bounded by
+    the boxes while ``layout.bounded`` (:mod:`.bounded`); returns L."""
+    from .bounded import BoundedSelfAttnProcessor
 
     layers = cross_attention_layers(unet)
     index = {name: i for i, name in enumerate(layers)}
     set_attention_processors(unet, {
-        name: RegionalCrossAttnProcessor(index[name], len(layers), layout) if name in index else AttnProcessor2_0()
+        name: RegionalCrossAttnProcessor(index[name], len(layers), layout) if name in index
+        else BoundedSelfAttnProcessor(layout)
         for name in attention_modules(unet)
     })
     return len(layers)

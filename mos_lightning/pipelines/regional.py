@@ -43,11 +43,14 @@ class AdapterCondition:
 class RegionalPipeline:
     """``pipe`` with regional prompts: ``RegionalPipeline(pipe)(prompt, regions, …)`` → uint8 ``[H, W, 3]`` images."""
 
-    def __init__(self, pipe: EDLoRAPipeline, box_rounding: BoxRounding = "inward", solo_steps: int = 0):
+    def __init__(self, pipe: EDLoRAPipeline, box_rounding: BoxRounding = "inward", solo_steps: int = 0,
+                 bounded_steps: int = 0):
         self.pipe = pipe
         self.box_rounding = box_rounding  # which feature cells a box covers (see attention.regions.feature_mask)
         # the first `solo_steps` steps: each box's noise prediction from its own prompt alone (see solo_noise)
         self.solo_steps = solo_steps
+        # the first `bounded_steps` steps: a box's cells attend (self-attention) to their box and the background only
+        self.bounded_steps = bounded_steps
 
     def image_size(self, height: int | None, width: int | None, conditions: list[AdapterCondition]) -> tuple[int, int]:
         native = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
@@ -111,6 +114,7 @@ class RegionalPipeline:
         install_regional_processors(pipe.unet, layout)
         try:
             for step, t in enumerate(pipe.progress_bar(pipe.scheduler.timesteps)):
+                layout.bounded = step < self.bounded_steps
                 model_input = torch.cat([latents] * 2) if cfg else latents
                 model_input = pipe.scheduler.scale_model_input(model_input, t)
                 noise = self.guided_noise(model_input, t, context, states, guidance_scale)

@@ -38,6 +38,7 @@ class RegionalTask(SamplingTask):
         dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
         box_rounding: Literal["inward", "outward"] = "inward",
         solo_steps: int = 0,
+        bounded_steps: int = 0,
     ):
         """
         Args:
@@ -57,9 +58,13 @@ class RegionalTask(SamplingTask):
             solo_steps: For the first N steps, inside each box the noise prediction of its region prompt alone (one
                 more UNet pass per region and step; outside the boxes the regional prediction) — latent compositing
                 as in later work, against attributes leaking between regions. 0 (the reference): never.
+            bounded_steps: For the first N steps, bounded self-attention: a cell inside a box attends only to its
+                own box and the cells outside every box (no extra cost; see ``mos_lightning.attention.bounded``).
+                0 (the reference): never.
         """
-        if solo_steps < 0:
-            raise ValueError(f"solo_steps must be >= 0, got {solo_steps}")
+        for name, value in (("solo_steps", solo_steps), ("bounded_steps", bounded_steps)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         super().__init__(base_model=base_model, edloras=edloras, lora_scale=lora_scale, scheduler=scheduler,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                          negative_prompt=negative_prompt, dtype=dtype)
@@ -104,7 +109,7 @@ class RegionalTask(SamplingTask):
             scene = scenes[index]
             conditions = [AdapterCondition(self.adapter_models[c.adapter], Image.open(c.image), c.weight, c.regions)
                           for c in scene.conditions]
-            image = RegionalPipeline(self.pipe, h.box_rounding, h.solo_steps)(
+            image = RegionalPipeline(self.pipe, h.box_rounding, h.solo_steps, h.bounded_steps)(
                 scene.prompt, scene.regions, negative_prompt=scene.negative_prompt or h.negative_prompt,
                 height=scene.height, width=scene.width, num_inference_steps=h.num_inference_steps,
                 guidance_scale=h.guidance_scale, generator=torch.Generator().manual_seed(int(seed)), conditions=conditions,

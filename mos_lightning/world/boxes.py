@@ -40,6 +40,16 @@ class Layout:
         """The whole picture's caption in the world's words, each concept written as ``names[concept]``."""
         return caption(Scene(self.background, tuple(concept_thing(c) for c in self.concepts)), names)
 
+    def region_prompt(self, index: int, names: dict[str, str], context: bool = False) -> str:
+        """Box ``index``'s prompt: its concept alone on the background ("<starbox> on the grass"), or with its
+        context — the whole caption with every other concept as its class word ("a ball and <starbox> on the
+        grass"): the world lists things left to right, so the context also says where the concept stands."""
+        if not context:
+            return Layout(self.name, (self.concepts[index],), self.background).prompt(names)
+        words = {c: f"a {concept_thing(c).cls}" for c in self.concepts}  # world classes take "a"
+        words[self.concepts[index]] = names[self.concepts[index]]
+        return self.prompt(words)
+
 
 Signature = frozenset  # of (class, colour) readings
 
@@ -59,16 +69,21 @@ def signature(concept: str, count: int = 24, share: float = 0.15) -> Signature:
     return frozenset(r for r, n in readings.items() if n >= share * count and r[0] != "none")
 
 
-def real_pictures(layout: Layout, count: int) -> list[Image.Image]:
-    """Real world pictures of ``layout`` (the concepts' own designs, the world's placement)."""
+def layout_scenes(layout: Layout, count: int) -> list[Scene]:
+    """``count`` real scenes of ``layout``: the concepts' own designs, in the world's slots (places jittered per
+    scene) or, with given boxes, each thing filling its box."""
     rng = random.Random(f"layout-{layout.name}")
     if layout.given_boxes is None:
-        return [render(Scene(layout.background, place(rng, [concept_thing(c) for c in layout.concepts])),
-                       seed=800_000 + k)[0] for k in range(count)]
+        return [Scene(layout.background, place(rng, [concept_thing(c) for c in layout.concepts])) for _ in range(count)]
     things = tuple(dataclasses.replace(concept_thing(c), x=(b[1] + b[3]) / 2, y=(b[0] + b[2]) / 2,
                                        radius=0.42 * min(b[2] - b[0], b[3] - b[1]))
-                   for c, b in zip(layout.concepts, layout.given_boxes, strict=True))  # each thing fills its box
-    return [render(Scene(layout.background, things), seed=800_000 + k)[0] for k in range(count)]
+                   for c, b in zip(layout.concepts, layout.given_boxes, strict=True))
+    return [Scene(layout.background, things)] * count
+
+
+def real_pictures(layout: Layout, count: int) -> list[Image.Image]:
+    """Real world pictures of ``layout`` (:func:`layout_scenes`)."""
+    return [render(scene, seed=800_000 + k)[0] for k, scene in enumerate(layout_scenes(layout, count))]
 
 
 def box_hits(images: list, layout: Layout, signatures: dict[str, Signature]) -> list[list[bool]]:

@@ -33,6 +33,7 @@ from ..components import describe
 from ..fusion.solvers import default_solver
 from ..resources import locate, shipped_root
 from .boxes import Layout
+from .claims_regional import LAYOUTS, REGIONAL_CONDITIONS, REGIONAL_SEEDS, alone_prompts, write_scene_file
 from .concepts import CONCEPTS, write_concept
 
 STRONG = ["--model.init_args.unet_lr", "0.005", "--model.init_args.text_encoder_lr", "0.0005"]  # 5× the LoRA rates
@@ -51,18 +52,6 @@ SOLVERS = {  # (b): solver name → its class_path and init_args
     "l-bfgs": {"class_path": "mos_lightning.fusion.LBFGS"},
 }
 HELD_OUT_SEEDS = list(range(101, 109))  # the fusion statistics use seeds 0-3
-LAYOUTS = (
-    Layout("starbox-bandball", ("starbox", "bandball"), "grass"),
-    Layout("zigcone-buoyring", ("zigcone", "buoyring"), "snow"),
-    Layout("heartcube-moonball", ("heartcube", "moonball"), "snow"),
-    Layout("starbox-zigcone-buoyring", ("starbox", "zigcone", "buoyring"), "table"),
-    Layout("bandball-heartcube-zigcone", ("bandball", "heartcube", "zigcone"), "sky"),
-    # boxes of other sizes and places than the world's slots
-    Layout("moonball-large-buoyring-small", ("moonball", "buoyring"), "grass", ((0.1, 0.0, 0.9, 0.6), (0.45, 0.65, 0.85, 1.0))),
-    Layout("starbox-bandball-corners", ("starbox", "bandball"), "snow", ((0.05, 0.05, 0.5, 0.45), (0.5, 0.55, 0.95, 0.95))),
-    Layout("zigcone-over-heartcube", ("zigcone", "heartcube"), "sand", ((0.0, 0.25, 0.5, 0.75), (0.5, 0.25, 1.0, 0.75))),
-)
-REGIONAL_SEEDS = list(range(1, 9))
 REPO = shipped_root()  # where configs/ (and demo/) are: the checkout, or the installed package
 
 
@@ -75,8 +64,10 @@ class Claims:
     is already in ``out``; :meth:`run` does them all and writes the report."""
 
     def __init__(self, out: Path, concepts: list[str], seeds: list[int], steps: int | None, clip: str, base: str,
-                 jobs: int = 1, held_out_seeds: list[int] | None = None, duplicates: bool = False):
+                 jobs: int = 1, held_out_seeds: list[int] | None = None, duplicates: bool = False,
+                 sketch: str = "demo/world/sketch"):
         self.out, self.concepts, self.seeds, self.steps, self.clip, self.base = out, concepts, seeds, steps, clip, base
+        self.sketch = sketch  # the world's sketch adapter (T2I-Adapter), for (c)
         self.held_out_seeds = held_out_seeds or HELD_OUT_SEEDS
         self.duplicates = duplicates  # also tune every concept again under new tokens (<concept>b: 12-concept fusions)
         self.jobs = jobs
@@ -201,26 +192,31 @@ class Claims:
             self.cli(folder, "test", "--config", str(path))
 
     def compose(self) -> list[Layout]:
-        """Each layout with region control (regional sampling) and without (its whole prompt alone)."""
+        """Each layout with region control (each setting of REGIONAL_CONDITIONS) and without (its whole prompt)."""
         layouts = [layout for layout in LAYOUTS if set(layout.concepts) <= set(self.concepts)]
         names = {c: token(c) for c in self.concepts}
-        scenes = [{"name": layout.name, "prompt": layout.prompt(names), "seeds": REGIONAL_SEEDS,
-                   "regions": [{"prompt": Layout(layout.name, (c,), layout.background).prompt(names), "box": box}
-                               for c, box in zip(layout.concepts, layout.boxes, strict=True)]}  # "<starbox> on the grass"
-                  for layout in layouts]
-        scene_file = self.out / "scenes.yaml"
-        scene_file.write_text(yaml.safe_dump({"scenes": scenes}, sort_keys=False))
         model = str(self.fused("weak", "default"))
-        for condition, rounding in (("with", "inward"), ("with-outward", "outward")):  # the reference's cells, or ours
+        for condition, options in REGIONAL_CONDITIONS.items():
             if not (self.out / "regional" / condition).is_dir():
+                settings = {"box_rounding": "inward", "bounded_steps": 0, **options}  # the reference unless named
+                scene_file = write_scene_file(self.out, layouts, names, **{
+                    k: bool(settings.pop(k)) for k in ("context", "sketch", "regions") if k in settings})
+                adapters = {"sketch": self.sketch} if options.get("sketch") else {}
                 self.cli(f"regional {condition}", "predict", "--config", "configs/world/regional.yaml",
                          "--model.init_args.base_model", model, "--data.init_args.scene_file", str(scene_file),
-                         "--model.init_args.box_rounding", rounding,
+                         "--model.init_args.adapters", json.dumps(adapters),
+                         *[a for k, v in settings.items() for a in (f"--model.init_args.{k}", str(v))],
                          "--data.init_args.output_dir", str(self.out / "regional" / condition))
+        if not (self.out / "regional" / "alone").is_dir():  # the model's ceiling: each box's prompt alone
+            self.cli("regional alone", "predict", "--config", "configs/world/sample.yaml",
+                     "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",
+                     "--data.init_args.prompts", json.dumps(alone_prompts(layouts, names)),
+                     "--data.init_args.seeds", json.dumps(REGIONAL_SEEDS),
+                     "--data.init_args.output_dir", str(self.out / "regional" / "alone"))
         if not (self.out / "regional" / "without").is_dir():
             self.cli("regional without control", "predict", "--config", "configs/world/sample.yaml",
                      "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",
-                     "--data.init_args.prompts", json.dumps([s["prompt"] for s in scenes]),
+                     "--data.init_args.prompts", json.dumps([layout.prompt(names) for layout in layouts]),
                      "--data.init_args.seeds", json.dumps(REGIONAL_SEEDS),
                      "--data.init_args.output_dir", str(self.out / "regional" / "without"))
         return layouts
@@ -230,12 +226,14 @@ class Claims:
         self.fuse()
         self.evaluate()
         layouts = self.compose()
-        from .claims_report import fusion_scores, regional_scores, write_report
+        from .claims_regional import regional_scores
+        from .claims_report import fusion_scores, write_report
 
         results = {"concepts": self.concepts, "seeds": self.seeds, "held_out_seeds": self.held_out_seeds,
                    "steps": self.steps, "clip": self.clip, "base": self.base, "timing_s": self.timing,
                    "fusion": fusion_scores(self.out, self.concepts, self.clip),
-                   "regional": regional_scores(self.out, layouts, self.concepts)}
+                   "regional": regional_scores(self.out, layouts, self.concepts,
+                                               {c: token(c) for c in self.concepts})}
         write_report(self.out, results)
         return results
 
@@ -250,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help="tuning steps (default: configs/world/edlora.yaml's)")
     parser.add_argument("--clip", default="demo/world/clip", help="the judging CLIP")
     parser.add_argument("--base", default="demo/world/base", help="the world base model")
+    parser.add_argument("--sketch", default="demo/world/sketch", help="the world's sketch adapter, for (c)")
     parser.add_argument("--jobs", type=int, default=1, help="tunings at a time, one thread each (2 on a 2-core CPU: about twice as fast)")
     parser.add_argument("--duplicates", action="store_true",
                         help="also tune each concept again under new tokens (<concept>b, strong LoRAs), the input of the "
@@ -257,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     Claims(out, args.concepts, args.seeds, args.steps, str(Path(locate(args.clip)).resolve()),
-           str(Path(locate(args.base)).resolve()), args.jobs, args.held_out_seeds, args.duplicates).run()
+           str(Path(locate(args.base)).resolve()), args.jobs, args.held_out_seeds, args.duplicates,
+           str(Path(locate(args.sketch)).resolve())).run()
     print(f"claims: done; {out / 'claims.md'}")
 
 

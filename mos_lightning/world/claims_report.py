@@ -12,53 +12,17 @@ from PIL import Image
 
 from ..atomic import write_json
 from ..images import make_grid
-from .boxes import Layout, box_hits, reading, real_pictures, signature, summarise
+from .boxes import reading, signature
+from .claims_regional import REGIONAL_NAMES, composed_images, regional_section
 from .identity import bootstrap, difference, kept_above_bound, kept_of_own, mean_score, tie_or_order
+from .markdown import interval_text, markdown_table
 
 SINGLE = ("ed-lora", "lora", "p-plus", "bound")
 FUSION_FIGURE = ("ed-lora", "fused-weak-default", "fused-weak-exact", "fused-weak-naive", "ed-lora-strong",
                  "fused-strong-default", "fused-strong-exact", "fused-strong-naive", "bound")
 
 
-def composed_images(out: Path, condition: str, index: int) -> list[Path]:
-    """The pictures of layout ``index`` made with (``with``) or without region control (not the box overlays)."""
-    return sorted(p for p in (out / "regional" / condition).glob(f"{index:04d}-*/seed*.png")
-                  if not p.name.endswith(".boxes.png"))
-
-
-def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], real: int = 16) -> dict:
-    """Per layout: box and whole-picture rates with region control, without, and on real pictures (the ceiling)."""
-    signatures = {c: signature(c) for c in concepts}
-    scores: dict = {"signatures": {c: sorted(map(list, s)) for c, s in signatures.items()}, "layouts": {}}
-    for index, layout in enumerate(layouts):
-        hits = box_hits(real_pictures(layout, real), layout, signatures)
-        row = {"real": {**summarise(hits), "hits": hits}}
-        for condition in ("with", "with-outward", "without"):
-            images = [Image.open(p).convert("RGB") for p in composed_images(out, condition, index)]
-            hits = box_hits(images, layout, signatures)
-            row[condition] = {**summarise(hits), "images": len(images), "hits": hits}
-        scores["layouts"][layout.name] = row
-    return scores
-
-
-def pooled_rates(rows: list[dict], samples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """Boxes and whole pictures over every layout's pictures, each ``(value, low, high)``: a 95 % interval from
-    resampling each layout's pictures."""
-    rng = np.random.default_rng(seed)
-    pictures = [[list(map(bool, h)) for h in row["hits"]] for row in rows]
-
-    def rates(sets) -> tuple[float, float]:
-        flat = [b for s in sets for p in s for b in p]
-        return float(np.mean(flat)), float(np.mean([all(p) for s in sets for p in s]))
-
-    value = rates(pictures)
-    draws = np.array([rates([[s[i] for i in rng.integers(0, len(s), len(s))] for s in pictures if s])
-                      for _ in range(samples)])
-    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
-    return {"boxes": (value[0], float(low[0]), float(high[0])), "all": (value[1], float(low[1]), float(high[1]))}
-
-
-def read_table(path: Path) -> dict[tuple[str, str], dict[str, float]]:
+def readmarkdown_table(path: Path) -> dict[tuple[str, str], dict[str, float]]:
     """``(metric, method) → {concept: value, "mean": value}`` from the evaluation's ``table.csv``."""
     with path.open() as f:
         rows = list(csv.reader(f))
@@ -66,16 +30,10 @@ def read_table(path: Path) -> dict[tuple[str, str], dict[str, float]]:
     return {(r[0], r[1]): {k: float(v) for k, v in zip(header[2:], r[2:], strict=True)} for r in rows[1:]}
 
 
-def _table(title: str, columns: list[str], rows: list[tuple[str, list[float]]], digits: int = 3) -> str:
-    lines = [f"| {title} | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
-    lines += [f"| {name} | " + " | ".join(f"{v:.{digits}f}" for v in values) + " |" for name, values in rows]
-    return "\n".join(lines)
-
-
 def single_section(table: dict, concepts: list[str]) -> tuple[str, list[str]]:
-    text = [_table("text alignment ↑", [*concepts, "mean"], [(m, [table["text_alignment", m][c] for c in
+    text = [markdown_table("text alignment ↑", [*concepts, "mean"], [(m, [table["text_alignment", m][c] for c in
                                                               [*concepts, "mean"]]) for m in SINGLE]),
-            _table("image alignment ↑", [*concepts, "mean"], [(m, [table["image_alignment", m][c] for c in
+            markdown_table("image alignment ↑", [*concepts, "mean"], [(m, [table["image_alignment", m][c] for c in
                                                                [*concepts, "mean"]]) for m in SINGLE])]
     image = {m: table["image_alignment", m]["mean"] for m in SINGLE}
     said = [f"ED-LoRA's image alignment {image['ed-lora']:.3f} vs the class-word bound {image['bound']:.3f} "
@@ -152,11 +110,6 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(rank(a), rank(b))[0, 1])
 
 
-def _interval(value: tuple) -> str:
-    text = f"{value[0]:.0%} [{value[1]:.0%}, {value[2]:.0%}]"
-    return text + (f" {value[3]}" if len(value) > 3 else "")
-
-
 def fusion_section(fusion: dict, concepts: list[str]) -> tuple[str, list[str]]:
     from .claims import REGIMES, SOLVERS
 
@@ -173,9 +126,9 @@ def fusion_section(fusion: dict, concepts: list[str]) -> tuple[str, list[str]]:
                  "| fusion | " + " | ".join(header) + " |", "| --- |" + " ---: |" * len(header)]
         for solver in SOLVERS:
             r = table[solver]
-            cells = [f"{r['clip']:.3f}", _interval(r["kept_clip"]), _interval(r["vs_naive_clip"]) if "vs_naive_clip" in r
-                     else "", f"{r['detector']:.0%}", _interval(r["kept_detector"]),
-                     _interval(r["vs_naive_detector"]) if "vs_naive_detector" in r else "", f"{r['text']:.3f}",
+            cells = [f"{r['clip']:.3f}", interval_text(r["kept_clip"]), interval_text(r["vs_naive_clip"]) if "vs_naive_clip" in r
+                     else "", f"{r['detector']:.0%}", interval_text(r["kept_detector"]),
+                     interval_text(r["vs_naive_detector"]) if "vs_naive_detector" in r else "", f"{r['text']:.3f}",
                      f"{r['clip_two_things']:.3f}",
                      f"{r['base_drift']:.3f}", f"{r['report_net']:.3f}", f"{r['fusion_s']:.0f}"]
             lines.append(f"| {solver} | " + " | ".join(cells) + " |")
@@ -189,26 +142,6 @@ def fusion_section(fusion: dict, concepts: list[str]) -> tuple[str, list[str]]:
     said.append(f"the report's held-out net ranks the {len(fusion['regimes']) * len(SOLVERS)} fusions by identity with "
                 f"Spearman {ranking['net']:+.2f}; the old in-sample error with {ranking['in_sample']:+.2f}")
     return "\n\n".join(text), said
-
-
-def regional_section(regional: dict) -> tuple[str, list[str]]:
-    rows = [(name, [r["real"]["boxes"], r["with"]["boxes"], r["with-outward"]["boxes"], r["without"]["boxes"],
-                    r["real"]["all"], r["with"]["all"], r["with-outward"]["all"], r["without"]["all"]])
-            for name, r in regional["layouts"].items()]
-    mean = [float(np.mean([r[1][k] for r in rows])) for k in range(8)]
-    text = _table("layout", ["boxes: real", "boxes: with control", "boxes: control, outward cells", "boxes: without",
-                             "all boxes: real", "all: with control", "all: control, outward cells", "all: without"],
-                  [*rows, ("mean", mean)], 2)
-    pooled = {c: pooled_rates([r[c] for r in regional["layouts"].values()])
-              for c in ("real", "with", "with-outward", "without")}
-    text += "\n\nAll layouts' pictures pooled, with 95 % intervals (pictures resampled within each layout):\n\n" + \
-        "\n".join(f"- {c}: boxes {_interval(p['boxes'])}, whole pictures {_interval(p['all'])}"
-                  for c, p in pooled.items())
-    said = [f"regional control: each box shows its concept {mean[1]:.0%} of the time with region control "
-            f"({mean[2]:.0%} with the outward cell rule), {mean[3]:.0%} without (the judge reads {mean[0]:.0%} on real "
-            f"pictures of the same layouts); all concepts of a picture: {mean[5]:.0%} with control, {mean[7]:.0%} "
-            f"without (real: {mean[4]:.0%})"]
-    return text, said
 
 
 def save_enlarged(grid: np.ndarray, path: Path, factor: int = 2) -> None:
@@ -236,17 +169,18 @@ def contact_sheets(out: Path, concepts: list[str], layouts: int) -> list[str]:
         cells = [cell for concept in concepts for cell in _row(out, folder, concept, methods)]
         save_enlarged(make_grid(cells, len(methods) + 1), figures / f"{name}.png")
     regional = []
+    shown = [c for c in ("with", "sketch", "without") if (out / "regional" / c).is_dir()]
     for index in range(layouts):
-        for condition in ("with", "without"):
+        for condition in shown:
             regional += [np.asarray(Image.open(p).convert("RGB")) for p in composed_images(out, condition, index)[:2]]
     if regional:
-        save_enlarged(make_grid(regional, 4), figures / "regional.png")
+        save_enlarged(make_grid(regional, 2 * len(shown)), figures / "regional.png")
     return [f"columns: a training view, {', '.join(SINGLE)}", f"columns: a training view, {', '.join(FUSION_FIGURE)}",
-            "per layout: two seeds with control, two without"]
+            "per layout (a row): two seeds each " + ", ".join(REGIONAL_NAMES[c] for c in shown)]
 
 
 def write_report(out: Path, results: dict) -> Path:
-    table = read_table(out / "eval" / "table.csv")
+    table = readmarkdown_table(out / "eval" / "table.csv")
     concepts = results["concepts"]
     single, said_a = single_section(table, concepts)
     fusion, said_b = fusion_section(results["fusion"], concepts)

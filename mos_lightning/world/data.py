@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenes import CLASSES, COLOURS, PATTERNS, Scene, caption, random_scene, render
+from .scenes import CLASSES, COLOURS, PATTERNS, THINGS_WEIGHTS, Scene, caption, random_scene, render
 
 TWIN_CHANGES = {"cls": 0.5, "colour": 0.3, "pattern": 0.2}  # which attribute of one thing a twin changes
 
@@ -24,20 +24,23 @@ def twin(scene: Scene, rng: random.Random) -> Scene:
 
 
 def world_pictures(count: int, seed: int = 0, size: int = 64, cache: str | Path | None = None,
-                   progress: bool = True, twins: bool = False) -> tuple[np.ndarray, list[str]]:
+                   progress: bool = True, twins: bool = False,
+                   things_weights: tuple[float, ...] = THINGS_WEIGHTS) -> tuple[np.ndarray, list[str]]:
     """``(uint8 [count, size, size, 3], captions)``; picture ``k`` depends only on ``(seed, k)``. With ``twins``,
     picture ``k``'s :func:`twin` instead (same background, places and noise; one attribute of one thing changed):
-    hard negatives for contrastive training, which otherwise tells captions apart by background and colour alone."""
+    hard negatives for contrastive training, which otherwise tells captions apart by background and colour alone.
+    ``things_weights``: how often a picture has one, two, three things."""
     if cache is not None and Path(cache).is_file():
         data = np.load(cache, allow_pickle=False)
-        made_as = (data["images"].shape, int(data["seed"]), bool(data["twins"]) if "twins" in data.files else False)
-        if made_as == ((count, size, size, 3), seed, twins):
+        made_as = (data["images"].shape, int(data["seed"]), bool(data["twins"]) if "twins" in data.files else False,
+                   tuple(data["things_weights"].tolist()) if "things_weights" in data.files else THINGS_WEIGHTS)
+        if made_as == ((count, size, size, 3), seed, twins, tuple(map(float, things_weights))):
             return data["images"], [str(c) for c in data["captions"]]
     from tqdm.auto import tqdm
 
     images, captions = np.empty((count, size, size, 3), np.uint8), []
     for k in tqdm(range(count), desc="rendering world pictures", disable=not progress, leave=False):
-        scene = random_scene(random.Random(f"world-{seed}-{k}"))
+        scene = random_scene(random.Random(f"world-{seed}-{k}"), weights=things_weights)
         if twins:
             scene = twin(scene, random.Random(f"twin-{seed}-{k}"))
         image, _ = render(scene, size, seed=seed * 1_000_003 + k)
@@ -45,5 +48,6 @@ def world_pictures(count: int, seed: int = 0, size: int = 64, cache: str | Path 
         captions.append(caption(scene))
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, images=images, captions=np.array(captions), seed=seed, twins=twins)
+        np.savez(cache, images=images, captions=np.array(captions), seed=seed, twins=twins,
+                 things_weights=np.array(things_weights, float))
     return images, captions

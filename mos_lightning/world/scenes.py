@@ -51,9 +51,12 @@ def caption(scene: Scene, names: dict[str, str] | None = None) -> str:
     return f"{listed} {BACKGROUNDS[scene.background]}"
 
 
-def random_scene(rng: random.Random, max_things: int = 3) -> Scene:
-    """Background, one to ``max_things`` things (half the pictures have one), placed left to right."""
-    count = rng.choices(range(1, max_things + 1), weights=[5, 3.5, 1.5][:max_things])[0]
+THINGS_WEIGHTS = (5, 3.5, 1.5)  # how often a picture has one, two, three things (half have one)
+
+
+def random_scene(rng: random.Random, max_things: int = 3, weights: tuple[float, ...] = THINGS_WEIGHTS) -> Scene:
+    """Background, one to ``max_things`` things (``weights``: how often each count), placed left to right."""
+    count = rng.choices(range(1, max_things + 1), weights=list(weights)[:max_things])[0]
     return Scene(rng.choice(sorted(BACKGROUNDS)), place(rng, [random_thing(rng) for _ in range(count)]))
 
 

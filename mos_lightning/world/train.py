@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .data import world_pictures
 from .model import HIDDEN, RESOLUTION, build_world_pipeline
-from .scenes import BACKGROUNDS, CLASSES, COLOURS, PATTERNS
+from .scenes import BACKGROUNDS, CLASSES, COLOURS, PATTERNS, THINGS_WEIGHTS
 
 
 def world_words() -> list[str]:
@@ -137,11 +137,15 @@ def train_denoiser(pipe, latents: tuple[torch.Tensor, torch.Tensor], captions: l
 
 
 def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch: int, device: str, seed: int,
-               resume: Path | None = None) -> dict:
+               resume: Path | None = None, things_weights: tuple[float, ...] = THINGS_WEIGHTS, lr: float = 3e-4,
+               stream: int | None = None) -> dict:
     """VAE, then UNet + text encoder; with ``resume`` (a base this function wrote), its VAE is kept and the
-    denoiser trains ``unet_steps`` more from its weights (the record keeps the earlier run's)."""
+    denoiser trains ``unet_steps`` more from its weights (the record keeps the earlier run's). ``things_weights``:
+    how often a picture has one, two, three things; ``stream``: the batches' generator seed (default 2, resumed 20)."""
     start = time.time()
-    images, captions = world_pictures(pictures, seed, RESOLUTION, cache=out.parent / f"world-{pictures}-{seed}.npz")
+    tag = "" if tuple(things_weights) == THINGS_WEIGHTS else "-w" + "_".join(f"{w:g}" for w in things_weights)
+    images, captions = world_pictures(pictures, seed, RESOLUTION, cache=out.parent / f"world-{pictures}-{seed}{tag}.npz",
+                                      things_weights=things_weights)
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     if resume is None:
         pipe = build_world_pipeline(seed)
@@ -157,14 +161,16 @@ def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch:
         keep_world_rows(pipe.text_encoder.get_input_embeddings(), pipe.tokenizer)
         vae_loss, vae_steps = None, 0
         mean, std = encode_all(pipe.vae.to(device), pixels, device)
-    denoise_loss = train_denoiser(pipe, (mean, std), captions, unet_steps, batch, 3e-4, device,
-                                  warmup=500 if resume is None else 100, stream=2 if resume is None else 20)
+    stream = stream if stream is not None else 2 if resume is None else 20  # a resumed run draws other batches
+    denoise_loss = train_denoiser(pipe, (mean, std), captions, unet_steps, batch, lr, device,
+                                  warmup=500 if resume is None else 100, stream=stream)
     pipe.to("cpu")
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
         module.eval()
     pipe.save_pretrained(out)
-    record = {"kind": "base", "pictures": pictures, "seed": seed, "vae_steps": vae_steps, "unet_steps": unet_steps,
-              "batch": batch, "final_vae_loss": vae_loss, "final_denoise_loss": denoise_loss,
+    record = {"kind": "base", "pictures": pictures, "seed": seed, "things_weights": list(things_weights),
+              "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch, "lr": lr, "stream": stream,
+              "final_vae_loss": vae_loss, "final_denoise_loss": denoise_loss,
               "scaling_factor": pipe.vae.config.scaling_factor, "minutes": round((time.time() - start) / 60, 1),
               "machine": machine(), "torch": torch.__version__}
     if resume is not None:
@@ -250,13 +256,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--resume", type=Path, help="base: train this base's denoiser further (its VAE is kept)")
+    parser.add_argument("--things-weights", default="5,3.5,1.5", help="base: how often a picture has 1, 2, 3 things")
+    parser.add_argument("--lr", type=float, default=3e-4, help="base: the denoiser's learning rate")
+    parser.add_argument("--stream", type=int, help="base: the batches' generator seed (default 2; 20 when resuming)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     out = Path(args.out)
     if args.what == "base":
         record = train_base(out, args.pictures, args.vae_steps, args.unet_steps, args.batch, args.device, args.seed,
-                            args.resume)
+                            args.resume, tuple(float(w) for w in args.things_weights.split(",")), args.lr, args.stream)
     else:
         record = train_clip(out, args.pictures, args.clip_steps, args.batch, args.device, args.seed)
     log(f"wrote {out}: {json.dumps(record)}")

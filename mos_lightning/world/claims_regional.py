@@ -1,0 +1,190 @@
+"""The claims run's (c): regional composition scored box by box with the exact detector, per condition (each
+region-control setting of :data:`REGIONAL_CONDITIONS`, and without control), pooled
+over layouts with bootstrap intervals, and paired differences between conditions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from .boxes import Layout, box_hits, layout_scenes, reading, real_pictures, signature, summarise
+from .markdown import interval_text, markdown_table
+
+LAYOUTS = (
+    Layout("starbox-bandball", ("starbox", "bandball"), "grass"),
+    Layout("zigcone-buoyring", ("zigcone", "buoyring"), "snow"),
+    Layout("heartcube-moonball", ("heartcube", "moonball"), "snow"),
+    Layout("starbox-zigcone-buoyring", ("starbox", "zigcone", "buoyring"), "table"),
+    Layout("bandball-heartcube-zigcone", ("bandball", "heartcube", "zigcone"), "sky"),
+    # boxes of other sizes and places than the world's slots
+    Layout("moonball-large-buoyring-small", ("moonball", "buoyring"), "grass", ((0.1, 0.0, 0.9, 0.6), (0.45, 0.65, 0.85, 1.0))),
+    Layout("starbox-bandball-corners", ("starbox", "bandball"), "snow", ((0.05, 0.05, 0.5, 0.45), (0.5, 0.55, 0.95, 0.95))),
+    Layout("zigcone-over-heartcube", ("zigcone", "heartcube"), "sand", ((0.0, 0.25, 0.5, 0.75), (0.5, 0.25, 1.0, 0.75))),
+)
+REGIONAL_SEEDS = list(range(1, 9))
+REGIONAL_CONDITIONS: dict[str, dict[str, Any]] = {  # (c): folder → RegionalTask options and scene (context, sketch, regions); the first is
+    "with": {"box_rounding": "inward"},  # the reference's region control, which the others are compared with
+    "with-outward": {"box_rounding": "outward"},  # every cell a box touches (ours before 0.2)
+    "bounded": {"bounded_steps": 10},  # bounded self-attention for the first half of the 20 steps
+    "context": {"context": True},  # region prompts with their context (Layout.region_prompt)
+    "sketch": {"sketch": True},  # the paper's setting: region prompts and a spatial condition (the things' outlines)
+    "context-sketch": {"context": True, "sketch": True},
+    "sketch-only": {"sketch": True, "regions": False},  # the sketch and the whole prompt, no region prompts
+}
+
+
+def write_scene_file(out: Path, layouts: list[Layout], names: dict[str, str], context: bool = False,
+                     sketch: bool = False, regions: bool = True) -> Path:
+    """The layouts as a scene file in ``out``: region prompts with each concept alone or with its context
+    (:meth:`~mos_lightning.world.boxes.Layout.region_prompt`), or no regions; with ``sketch``, the condition of an
+    adapter named ``sketch``: the outlines of the layout's real scene (:func:`~mos_lightning.world.sketch.scene_sketch`)."""
+    from .sketch import scene_sketch
+
+    sketches, scenes = out / "regional" / "sketches", []
+    for layout in layouts:
+        scene = {"name": layout.name, "prompt": layout.prompt(names), "seeds": REGIONAL_SEEDS, "regions": [
+            {"prompt": layout.region_prompt(k, names, context), "box": box} for k, box in enumerate(layout.boxes)
+        ] if regions else []}
+        if sketch:
+            sketches.mkdir(parents=True, exist_ok=True)
+            scene_sketch(layout_scenes(layout, 1)[0]).save(sketches / f"{layout.name}.png")
+            scene["conditions"] = [{"adapter": "sketch", "image": str(sketches / f"{layout.name}.png")}]
+        scenes.append(scene)
+    path = out / f"scenes{'-context' * context}{'-sketch' * sketch}{'-no-regions' * (not regions)}.yaml"
+    path.write_text(yaml.safe_dump({"scenes": scenes}, sort_keys=False))
+    return path
+
+
+def composed_images(out: Path, condition: str, index: int) -> list[Path]:
+    """The pictures of layout ``index`` made with (``with``) or without region control (not the box overlays)."""
+    return sorted(p for p in (out / "regional" / condition).glob(f"{index:04d}-*/seed*.png")
+                  if not p.name.endswith(".boxes.png"))
+
+
+def regional_conditions() -> list[str]:
+    """The claims run's regional folders: each region-control setting, then without control."""
+    return [*REGIONAL_CONDITIONS, "without"]
+
+
+def alone_prompts(layouts: list[Layout], names: dict[str, str]) -> list[str]:
+    """Every box's prompt with its concept alone, once ("<starbox> on the grass"): what the fused model draws for
+    it in a whole picture of its own is the most its box can show."""
+    return sorted({layout.region_prompt(k, names) for layout in layouts for k in range(len(layout.concepts))})
+
+
+def alone_hits(out: Path, layout: Layout, signatures: dict, prompts: list[str], names: dict[str, str]) -> list[list[bool]]:
+    """Per seed, per box: is the concept read in the whole picture the fused model drew for the box's prompt alone
+    (``regional/alone``) with that seed? A picture then counts as having all its concepts when each was drawn alone
+    with the same seed: the rate a perfect composer of this model's concepts would reach."""
+    columns = []
+    for k, concept in enumerate(layout.concepts):
+        paths = sorted((out / "regional" / "alone").glob(f"{prompts.index(layout.region_prompt(k, names)):04d}-*/seed*.png"))
+        columns.append([reading(Image.open(p).convert("RGB")) in signatures[concept] for p in paths])
+    return [list(row) for row in zip(*columns, strict=True)]
+
+
+def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], names: dict[str, str],
+                    real: int = 16) -> dict:
+    """Per layout: box and whole-picture rates for each condition (:func:`regional_conditions`), on real pictures
+    (the judge's ceiling) and for each concept drawn alone (:func:`alone_hits`, the model's ceiling)."""
+    signatures = {c: signature(c) for c in concepts}
+    scores: dict = {"signatures": {c: sorted(map(list, s)) for c, s in signatures.items()}, "layouts": {}}
+    prompts = alone_prompts(layouts, names)
+    for index, layout in enumerate(layouts):
+        hits = box_hits(real_pictures(layout, real), layout, signatures)
+        row = {"real": {**summarise(hits), "hits": hits}}
+        hits = alone_hits(out, layout, signatures, prompts, names)
+        row["alone"] = {**summarise(hits), "hits": hits}
+        for condition in regional_conditions():
+            images = [Image.open(p).convert("RGB") for p in composed_images(out, condition, index)]
+            hits = box_hits(images, layout, signatures)
+            row[condition] = {**summarise(hits), "images": len(images), "hits": hits}
+        scores["layouts"][layout.name] = row
+    return scores
+
+
+def pooled_rates(rows: list[dict], samples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Boxes and whole pictures over every layout's pictures, each ``(value, low, high)``: a 95 % interval from
+    resampling each layout's pictures."""
+    rng = np.random.default_rng(seed)
+    pictures = [[list(map(bool, h)) for h in row["hits"]] for row in rows]
+
+    def rates(sets) -> tuple[float, float]:
+        flat = [b for s in sets for p in s for b in p]
+        return float(np.mean(flat)), float(np.mean([all(p) for s in sets for p in s]))
+
+    value = rates(pictures)
+    draws = np.array([rates([[s[i] for i in rng.integers(0, len(s), len(s))] for s in pictures if s])
+                      for _ in range(samples)])
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    return {"boxes": (value[0], float(low[0]), float(high[0])), "all": (value[1], float(low[1]), float(high[1]))}
+
+
+def paired_difference(rows_a: list[dict], rows_b: list[dict], samples: int = 1000, seed: int = 0) -> dict:
+    """Rates of ``a`` minus ``b`` over the same layouts and seeds, each ``(value, low, high, verdict)``: the same
+    pictures' indices are resampled for both (paired), within each layout."""
+    rng = np.random.default_rng(seed)
+    a = [np.array(row["hits"], bool) for row in rows_a]
+    b = [np.array(row["hits"], bool) for row in rows_b]
+
+    def rates(sets, picks) -> np.ndarray:
+        chosen = [s[i] for s, i in zip(sets, picks, strict=True)]
+        return np.array([np.mean(np.concatenate([c.ravel() for c in chosen])),
+                         np.mean(np.concatenate([c.all(1) for c in chosen]))])
+
+    whole = [np.arange(len(s)) for s in a]
+    value = rates(a, whole) - rates(b, whole)
+    draws = []
+    for _ in range(samples):
+        picks = [rng.integers(0, len(s), len(s)) for s in a]
+        draws.append(rates(a, picks) - rates(b, picks))
+    low, high = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
+    return {k: (float(value[i]), float(low[i]), float(high[i]),
+                "better" if low[i] > 0 else "worse" if high[i] < 0 else "tie") for i, k in enumerate(("boxes", "all"))}
+
+
+REGIONAL_NAMES = {"real": "real", "alone": "each concept alone", "with": "with control", "with-outward": "control, outward cells",
+                  "bounded": "control, bounded self-attention", "context": "control, prompts with context",
+                  "context-sketch": "control, context and sketch", "sketch": "control and sketch",
+                  "sketch-only": "sketch, no regions", "without": "without"}
+
+
+def regional_section(regional: dict) -> tuple[str, list[str]]:
+    layouts = regional["layouts"]
+    conditions = ["real", "alone", *regional_conditions()]
+    names = [REGIONAL_NAMES.get(c, c) for c in conditions]
+    text = []
+    for rate, title in (("boxes", "boxes showing their concept"), ("all", "pictures with every concept")):
+        rows = [(name, [r[c][rate] for c in conditions]) for name, r in layouts.items()]
+        mean = [float(np.mean([r[1][k] for r in rows])) for k in range(len(conditions))]
+        text.append(f"{title}:\n\n" + markdown_table("layout", names, [*rows, ("mean", mean)], 2))
+    pooled = {c: pooled_rates([r[c] for r in layouts.values()]) for c in conditions}
+    text.append("All layouts' pictures pooled, with 95 % intervals (pictures resampled within each layout):\n\n" +
+                "\n".join(f"- {REGIONAL_NAMES.get(c, c)}: boxes {interval_text(p['boxes'])}, whole pictures "
+                          f"{interval_text(p['all'])}" for c, p in pooled.items()))
+    said = [f"regional control: each box shows its concept {interval_text(pooled['with']['boxes'])} of the time with "
+            f"the reference's region control, {interval_text(pooled['without']['boxes'])} without; the same fused "
+            f"model drawing each concept alone in a picture of its own: {interval_text(pooled['alone']['boxes'])} (the "
+            f"judge reads {pooled['real']['boxes'][0]:.0%} on real pictures of the layouts); all concepts of a picture: "
+            f"{interval_text(pooled['with']['all'])} with control, {interval_text(pooled['without']['all'])} without "
+            f"(each alone: {pooled['alone']['all'][0]:.0%}, real: {pooled['real']['all'][0]:.0%})"]
+    options = [c for c in REGIONAL_CONDITIONS if c != "with"]
+    rows_with = [r["with"] for r in layouts.values()]
+    lines = []
+    for option in options:
+        diff = paired_difference([r[option] for r in layouts.values()], rows_with)
+        lines.append(f"- {REGIONAL_NAMES.get(option, option)}: boxes {_signed(diff['boxes'])}, whole pictures "
+                     f"{_signed(diff['all'])}")
+        said.append(f"{REGIONAL_NAMES.get(option, option)} against the reference's control: boxes "
+                    f"{_signed(diff['boxes'])}, whole pictures {_signed(diff['all'])}")
+    text.append("Each option minus the reference's control (paired: the same layouts and seeds, pictures resampled "
+                "within each layout; a difference whose interval holds 0 is a tie):\n\n" + "\n".join(lines))
+    return "\n\n".join(text), said
+
+
+def _signed(value: tuple) -> str:
+    return f"{value[0]:+.0%} [{value[1]:+.0%}, {value[2]:+.0%}] ({value[3]})"

@@ -1,0 +1,90 @@
+"""The claims run's (c): region prompts alone or with their context, and the report's rates, intervals and paired
+differences between region-control settings."""
+
+from mos_lightning.world.boxes import Layout
+from mos_lightning.world.claims_regional import REGIONAL_CONDITIONS, paired_difference, regional_section
+
+
+def test_a_region_prompt_holds_its_concept_alone_or_with_the_others_as_class_words():
+    layout = Layout("three", ("starbox", "zigcone", "buoyring"), "table")
+    names = {c: f"<{c}>" for c in layout.concepts}
+    assert layout.region_prompt(1, names) == "<zigcone> on a wooden table"
+    # the world lists things left to right: the context says where the concept stands, and names no other concept
+    assert layout.region_prompt(1, names, context=True) == "a cube, <zigcone> and a ring on a wooden table"
+    assert layout.region_prompt(2, names, context=True) == "a cube, a cone and <buoyring> on a wooden table"
+
+
+def row(hits):
+    return {"hits": hits, "boxes": sum(map(sum, hits)) / (2 * len(hits)), "all": sum(map(all, hits)) / len(hits)}
+
+
+def test_paired_differences_say_better_only_outside_their_interval():
+    good = [row([[True, True]] * 8), row([[True, True]] * 6 + [[True, False]] * 2)]
+    bad = [row([[False, False]] * 8), row([[True, False]] * 8)]
+    better = paired_difference(good, bad)
+    assert better["boxes"][3] == "better" and better["all"][3] == "better"
+    assert better["boxes"][0] > 0.4
+    same = paired_difference(bad, bad)
+    assert same["boxes"][:3] == (0.0, 0.0, 0.0) and same["boxes"][3] == "tie"
+
+
+def test_the_regional_section_lists_every_condition_and_each_option_against_the_reference():
+    hits = [[True, False], [True, True], [False, False], [True, True]]
+    layouts = {"a": {c: row(hits) for c in ["real", "alone", *REGIONAL_CONDITIONS, "without"]}}
+    layouts["a"]["sketch"] = row([[True, True]] * 4)
+    text, said = regional_section({"layouts": layouts})
+    assert "bounded self-attention" in text and "prompts with context" in text and "each concept alone" in text
+    assert any(s.startswith("control, bounded self-attention against the reference's control: boxes +0% [+0%, +0%] (tie)")
+               for s in said)
+    assert any(s.startswith("control and sketch against the reference's control: boxes +38%") for s in said)
+
+
+def test_sketches_are_the_outlines_of_the_things_and_the_adapter_trains_on_them(tmp_path):
+    """A sketch is white exactly on the edge of each silhouette; a few adapter steps on the world base write a
+    T2IAdapter folder that loads and drives the world UNet."""
+    import numpy as np
+    import torch
+    from conftest import REPO
+    from diffusers import T2IAdapter
+
+    from mos_lightning.world.scenes import Scene, Thing, render
+    from mos_lightning.world.sketch import main, scene_sketch
+
+    scene = Scene("grass", (Thing("ball", "red", x=0.3, radius=0.2), Thing("cube", "blue", x=0.75, radius=0.15)))
+    lines = np.asarray(scene_sketch(scene)) > 127
+    silhouettes = [np.asarray(m) > 127 for m in render(scene)[1]]
+    inside = silhouettes[0] | silhouettes[1]
+    assert lines.any() and not (lines & ~inside).any()  # drawn on the things' edges only
+    assert lines.sum() < 0.5 * inside.sum()  # outlines, not filled
+    main(["train", str(tmp_path / "adapter"), "--base", str(REPO / "demo/world/base"), "--pictures", "16",
+          "--steps", "2", "--batch", "4"])
+    adapter = T2IAdapter.from_pretrained(tmp_path / "adapter")
+    features = adapter(torch.zeros(1, 1, 64, 64))
+    assert [f.shape[-1] for f in features] == [16, 8, 4, 2]
+
+
+def test_the_claims_scene_files_load_with_regions_context_and_sketch(tmp_path):
+    from mos_lightning.data.scenes import read_scenes
+    from mos_lightning.world.claims_regional import LAYOUTS, write_scene_file
+
+    names = {c: f"<{c}>" for layout in LAYOUTS for c in layout.concepts}
+    plain = read_scenes(write_scene_file(tmp_path, list(LAYOUTS), names))
+    sketch = read_scenes(write_scene_file(tmp_path, list(LAYOUTS), names, context=True, sketch=True))
+    bare = read_scenes(write_scene_file(tmp_path, list(LAYOUTS), names, sketch=True, regions=False))
+    assert len(plain) == len(sketch) == len(bare) == len(LAYOUTS)
+    assert plain[0].regions[0].prompt == "<starbox> on the grass" and not plain[0].conditions
+    assert sketch[0].regions[0].prompt == "<starbox> and a ball on the grass"
+    assert sketch[0].conditions[0].adapter == "sketch"
+    assert not bare[0].regions and bare[0].conditions
+
+
+def test_training_pictures_follow_the_things_weights_and_the_cache_knows_them(tmp_path):
+    """``train base --things-weights``: only two-thing pictures when asked; a cache made with other weights is not
+    reused."""
+    from mos_lightning.world.data import world_pictures
+
+    cache = tmp_path / "pictures.npz"
+    default, captions = world_pictures(12, seed=3, progress=False, cache=cache)
+    _, two = world_pictures(12, seed=3, progress=False, cache=cache, things_weights=(0, 1, 0))
+    assert all(c.count(" and ") == 1 and ", " not in c for c in two)
+    assert two != captions  # made again, not read from the cache written with the default weights
