@@ -76,6 +76,8 @@ def test_the_claims_scene_files_load_with_regions_context_and_sketch(tmp_path):
     assert sketch[0].regions[0].prompt == "<starbox> and a ball on the grass"
     assert sketch[0].conditions[0].adapter == "sketch"
     assert not bare[0].regions and bare[0].conditions
+    heavy = read_scenes(write_scene_file(tmp_path, list(LAYOUTS), names, sketch=True, sketch_weight=2.0, seeds=[9, 10]))
+    assert heavy[0].conditions[0].weight == 2.0 and heavy[0].seeds == [9, 10] and sketch[0].conditions[0].weight == 1.0
 
 
 def test_training_pictures_follow_the_things_weights_and_the_cache_knows_them(tmp_path):

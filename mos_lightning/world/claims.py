@@ -1,7 +1,7 @@
 """The paper's claims, measured in the miniature world, through the real command line (one ``mos-lightning``
 process per stage, exactly as a user would run them):
 
-    python -m mos_lightning.world.claims outputs/claims --jobs 2     # about 45 minutes on 2 CPU cores
+    python -m mos_lightning.world.claims outputs/claims --jobs 2     # about an hour on 2 CPU cores
 
 (a) single-concept tuning — ED-LoRA vs the "LoRA" baseline (one shared embedding, ``layerwise: false``) vs "P+"
     (layer-wise embeddings, no LoRA, ``lora_rank: 0``), with the class-word bound: Table 1's text and image alignment;
@@ -9,9 +9,10 @@ process per stage, exactly as a user would run them):
     5× the LoRA rates) — our default solver vs the exact closed form vs the naive merge (W0 + Σ ΔW_i) vs the paper's
     L-BFGS — on held-out prompts and seeds: identity kept above the class-word bound, judged by the world CLIP and by
     the exact detector, with bootstrap intervals (:mod:`mos_lightning.world.identity`);
-(c) regional composition of 2–3 concepts from the fused model, with and without region control: how often each box
-    shows its concept, read by the world's exact detector (:mod:`mos_lightning.world.boxes`), beside the rate the
-    same judge gives real pictures of the same layout.
+(c) regional composition of 2–3 concepts from the fused model, with and without region control and under each setting
+    of :data:`~mos_lightning.world.claims_regional.REGIONAL_CONDITIONS`: how often each box shows its concept, read by
+    the world's exact detector (:mod:`mos_lightning.world.boxes`), beside the rate the same judge gives real pictures
+    of the same layout and the rate of each concept drawn alone by the same model.
 
 Scores come from the world's CLIP (``demo/world/clip``). Every stage skips what is already on disk, so an
 interrupted run resumes. The results land in ``<out>/claims.md`` / ``claims.json`` and on ``<out>/index.html``.
@@ -199,8 +200,9 @@ class Claims:
         for condition, options in REGIONAL_CONDITIONS.items():
             if not (self.out / "regional" / condition).is_dir():
                 settings = {"box_rounding": "inward", "bounded_steps": 0, **options}  # the reference unless named
-                scene_file = write_scene_file(self.out, layouts, names, **{
-                    k: bool(settings.pop(k)) for k in ("context", "sketch", "regions") if k in settings})
+                scene = {k: settings.pop(k) for k in ("context", "sketch", "regions", "sketch_weight", "seeds")
+                         if k in settings}
+                scene_file = write_scene_file(self.out, layouts, names, **scene)
                 adapters = {"sketch": self.sketch} if options.get("sketch") else {}
                 self.cli(f"regional {condition}", "predict", "--config", "configs/world/regional.yaml",
                          "--model.init_args.base_model", model, "--data.init_args.scene_file", str(scene_file),

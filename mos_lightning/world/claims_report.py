@@ -169,7 +169,7 @@ def contact_sheets(out: Path, concepts: list[str], layouts: int) -> list[str]:
         cells = [cell for concept in concepts for cell in _row(out, folder, concept, methods)]
         save_enlarged(make_grid(cells, len(methods) + 1), figures / f"{name}.png")
     regional = []
-    shown = [c for c in ("with", "sketch", "without") if (out / "regional" / c).is_dir()]
+    shown = [c for c in ("with", "context-sketch", "without") if (out / "regional" / c).is_dir()]
     for index in range(layouts):
         for condition in shown:
             regional += [np.asarray(Image.open(p).convert("RGB")) for p in composed_images(out, condition, index)[:2]]
