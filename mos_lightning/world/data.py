@@ -23,6 +23,29 @@ def twin(scene: Scene, rng: random.Random) -> Scene:
     return Scene(scene.background, scene.things[:k] + (changed,) + scene.things[k + 1:])
 
 
+def world_scenes(count: int, seed: int = 0, things_weights: tuple[float, ...] = THINGS_WEIGHTS) -> list[Scene]:
+    """The scenes of :func:`world_pictures` (picture ``k``'s scene depends only on ``(seed, k)``)."""
+    return [random_scene(random.Random(f"world-{seed}-{k}"), weights=things_weights) for k in range(count)]
+
+
+def sparse_caption(scene: Scene, rng: random.Random) -> str:
+    """``scene``'s caption with one thing's colour and pattern named and every other thing by its class alone
+    ("a red ball and a ring on the sand")."""
+    named = rng.randrange(len(scene.things))
+    words = {f"<{k}>": t.words() if k == named else f"a {t.cls}" for k, t in enumerate(scene.things)}
+    keyed = Scene(scene.background, tuple(dataclasses.replace(t, concept=f"<{k}>") for k, t in enumerate(scene.things)))
+    return caption(keyed, words)
+
+
+def caption_variants(scenes: list[Scene], captions: list[str], sparse: bool, seed: int = 0) -> list[list[str]]:
+    """Per picture, the captions training draws from: its exact caption, and with ``sparse`` for a picture of
+    several things also a :func:`sparse_caption` (one colour named: a colour word is then seen to belong to its
+    noun, where the exact captions let a model read colours as the picture's, not the things')."""
+    rng = random.Random(f"sparse-{seed}")
+    return [[c, sparse_caption(s, rng)] if sparse and len(s.things) > 1 else [c]
+            for s, c in zip(scenes, captions, strict=True)]
+
+
 def world_pictures(count: int, seed: int = 0, size: int = 64, cache: str | Path | None = None,
                    progress: bool = True, twins: bool = False,
                    things_weights: tuple[float, ...] = THINGS_WEIGHTS) -> tuple[np.ndarray, list[str]]:
@@ -39,8 +62,9 @@ def world_pictures(count: int, seed: int = 0, size: int = 64, cache: str | Path 
     from tqdm.auto import tqdm
 
     images, captions = np.empty((count, size, size, 3), np.uint8), []
+    scenes = world_scenes(count, seed, things_weights)
     for k in tqdm(range(count), desc="rendering world pictures", disable=not progress, leave=False):
-        scene = random_scene(random.Random(f"world-{seed}-{k}"), weights=things_weights)
+        scene = scenes[k]
         if twins:
             scene = twin(scene, random.Random(f"twin-{seed}-{k}"))
         image, _ = render(scene, size, seed=seed * 1_000_003 + k)

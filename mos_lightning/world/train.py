@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import world_pictures
+from .data import caption_variants, world_pictures, world_scenes
+from .denoiser import train_denoiser
 from .model import HIDDEN, RESOLUTION, build_world_pipeline
 from .scenes import BACKGROUNDS, CLASSES, COLOURS, PATTERNS, THINGS_WEIGHTS
 
@@ -86,62 +87,14 @@ def encode_all(vae, images: torch.Tensor, device: str, batch: int = 256) -> tupl
     return torch.cat(means), torch.cat(stds)
 
 
-def train_denoiser(pipe, latents: tuple[torch.Tensor, torch.Tensor], captions: list[str], steps: int, batch: int,
-                   lr: float, device: str, drop_text: float = 0.1, ema_decay: float = 0.999, warmup: int = 500,
-                   stream: int = 2) -> float:
-    """UNet and text encoder together on the diffusion loss (captions dropped 10% of the time, for CFG); the
-    returned model is the exponential moving average of the weights."""
-    from diffusers import DDPMScheduler
-
-    unet, text_encoder, tokenizer = pipe.unet.to(device).train(), pipe.text_encoder.to(device).train(), pipe.tokenizer
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-    params = [*unet.parameters(), *text_encoder.parameters()]
-    ema = [p.detach().clone() for p in params]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    warmup = min(warmup, steps // 10 + 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    generator = torch.Generator().manual_seed(stream)  # a resumed run draws other batches than its first part
-    mean, std = latents
-    scale = pipe.vae.config.scaling_factor
-    running = None
-    for step in range(steps):
-        index = torch.randint(0, mean.shape[0], (batch,), generator=generator)
-        x0 = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator)) * scale
-        noise = torch.randn(x0.shape, generator=generator)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
-        tokens = ids[index].clone()
-        tokens[torch.rand(batch, generator=generator) < drop_text] = empty[0]
-        noisy = noise_scheduler.add_noise(x0, noise, t)
-        states = text_encoder(tokens.to(device))[0]
-        prediction = unet(noisy.to(device), t.to(device), states).sample
-        loss = F.mse_loss(prediction, noise.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        with torch.no_grad():
-            decay = min(ema_decay, (1 + step) / (10 + step))
-            for e, p in zip(ema, params, strict=True):
-                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 200 == 0 or step == steps - 1:
-            log(f"denoiser step {step}/{steps}: loss {running:.4f}")
-    with torch.no_grad():
-        for e, p in zip(ema, params, strict=True):
-            p.copy_(e)
-    return running
-
-
 def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch: int, device: str, seed: int,
                resume: Path | None = None, things_weights: tuple[float, ...] = THINGS_WEIGHTS, lr: float = 3e-4,
-               stream: int | None = None) -> dict:
+               stream: int | None = None, sparse_captions: bool = False) -> dict:
     """VAE, then UNet + text encoder; with ``resume`` (a base this function wrote), its VAE is kept and the
     denoiser trains ``unet_steps`` more from its weights (the record keeps the earlier run's). ``things_weights``:
-    how often a picture has one, two, three things; ``stream``: the batches' generator seed (default 2, resumed 20)."""
+    how often a picture has one, two, three things; ``stream``: the batches' generator seed (default 2, resumed 20);
+    ``sparse_captions``: a picture of several things is also captioned naming one thing's colour only (half the
+    time), so that a colour word is seen to belong to its noun (:func:`~mos_lightning.world.data.caption_variants`)."""
     start = time.time()
     tag = "" if tuple(things_weights) == THINGS_WEIGHTS else "-w" + "_".join(f"{w:g}" for w in things_weights)
     images, captions = world_pictures(pictures, seed, RESOLUTION, cache=out.parent / f"world-{pictures}-{seed}{tag}.npz",
@@ -162,7 +115,8 @@ def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch:
         vae_loss, vae_steps = None, 0
         mean, std = encode_all(pipe.vae.to(device), pixels, device)
     stream = stream if stream is not None else 2 if resume is None else 20  # a resumed run draws other batches
-    denoise_loss = train_denoiser(pipe, (mean, std), captions, unet_steps, batch, lr, device,
+    variants = caption_variants(world_scenes(pictures, seed, things_weights), captions, sparse_captions, seed)
+    denoise_loss = train_denoiser(pipe, (mean, std), variants, unet_steps, batch, lr, device,
                                   warmup=500 if resume is None else 100, stream=stream)
     pipe.to("cpu")
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
@@ -170,6 +124,7 @@ def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch:
     pipe.save_pretrained(out)
     record = {"kind": "base", "pictures": pictures, "seed": seed, "things_weights": list(things_weights),
               "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch, "lr": lr, "stream": stream,
+              "sparse_captions": sparse_captions,
               "final_vae_loss": vae_loss, "final_denoise_loss": denoise_loss,
               "scaling_factor": pipe.vae.config.scaling_factor, "minutes": round((time.time() - start) / 60, 1),
               "machine": machine(), "torch": torch.__version__}
@@ -259,13 +214,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--things-weights", default="5,3.5,1.5", help="base: how often a picture has 1, 2, 3 things")
     parser.add_argument("--lr", type=float, default=3e-4, help="base: the denoiser's learning rate")
     parser.add_argument("--stream", type=int, help="base: the batches' generator seed (default 2; 20 when resuming)")
+    parser.add_argument("--sparse-captions", action="store_true", help="base: also name one thing's colour only")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     out = Path(args.out)
     if args.what == "base":
         record = train_base(out, args.pictures, args.vae_steps, args.unet_steps, args.batch, args.device, args.seed,
-                            args.resume, tuple(float(w) for w in args.things_weights.split(",")), args.lr, args.stream)
+                            args.resume, tuple(float(w) for w in args.things_weights.split(",")), args.lr, args.stream,
+                            args.sparse_captions)
     else:
         record = train_clip(out, args.pictures, args.clip_steps, args.batch, args.device, args.seed)
     log(f"wrote {out}: {json.dumps(record)}")
