@@ -69,3 +69,18 @@ def random_edlora(tiny_model_dir, name="cat", embeddings=None, seed=0, lora_std=
     tokens = [f"<{name}1>", f"<{name}2>"]
     embeddings = embeddings or {t: torch.randn(16, 32) for t in tokens}
     return EDLoRA({name: ConceptInfo(tokens, name)}, embeddings, unet, text, num_layers=16, rank=4, alpha=1.0)
+
+
+def sampling_pipe(tiny_model_dir, *concepts: str):
+    """The tiny model as an ``EDLoRAPipeline`` with DPM-Solver, no progress bars, and a random ED-LoRA (at scale 0:
+    its tokens only) for each of ``concepts`` — the regional tests' pipeline."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from mos_lightning.pipelines import EDLoRAPipeline
+
+    pipe = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    for seed, name in enumerate(concepts):
+        pipe.load_edlora(random_edlora(tiny_model_dir, name, seed=seed, lora_std=0.1), scale=0.0)
+    return pipe

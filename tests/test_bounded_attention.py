@@ -5,13 +5,11 @@ behaviour) it changes nothing."""
 import numpy as np
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from helpers import random_edlora
+from helpers import sampling_pipe
 
 from mos_lightning.attention.bounded import BoundedSelfAttnProcessor, bounded_mask
 from mos_lightning.attention.regions import Region, RegionLayout
-from mos_lightning.pipelines import EDLoRAPipeline
 from mos_lightning.pipelines.regional import RegionalPipeline
 from mos_lightning.tasks import RegionalTask
 
@@ -50,11 +48,7 @@ def test_a_bounded_box_does_not_see_the_other_box():
 
 @pytest.fixture(scope="module")
 def pipe(tiny_model_dir):
-    p = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True)
-    p.scheduler = DPMSolverMultistepScheduler.from_config(p.scheduler.config)
-    p.set_progress_bar_config(disable=True)
-    p.load_edlora(random_edlora(tiny_model_dir, "cat", lora_std=0.1), scale=0.0)
-    return p
+    return sampling_pipe(tiny_model_dir, "cat")
 
 
 def test_bounded_steps_change_a_two_box_picture_and_nothing_without_boxes(pipe):

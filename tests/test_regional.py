@@ -6,15 +6,14 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-from diffusers import DPMSolverMultistepScheduler, T2IAdapter
+from diffusers import T2IAdapter
 from diffusers.models.attention_processor import Attention
-from helpers import random_edlora
+from helpers import random_edlora, sampling_pipe
 from PIL import Image
 
 from mos_lightning.attention.regions import Region, RegionalCrossAttnProcessor, RegionLayout, feature_mask, feature_sizes
 from mos_lightning.cli import build_cli
 from mos_lightning.edlora_file import save_edlora
-from mos_lightning.pipelines import EDLoRAPipeline
 from mos_lightning.pipelines.regional import AdapterCondition, RegionalPipeline, draw_regions
 from mos_lightning.tiny import save_tiny_adapter
 
@@ -98,12 +97,7 @@ def test_a_box_off_the_feature_grid_reads_its_prompt_where_the_reference_does():
 
 @pytest.fixture(scope="module")
 def pipe(tiny_model_dir):
-    p = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True)
-    p.scheduler = DPMSolverMultistepScheduler.from_config(p.scheduler.config)
-    p.set_progress_bar_config(disable=True)
-    p.load_edlora(random_edlora(tiny_model_dir, "cat", lora_std=0.1), scale=0.0)
-    p.load_edlora(random_edlora(tiny_model_dir, "dog", seed=1, lora_std=0.1), scale=0.0)
-    return p
+    return sampling_pipe(tiny_model_dir, "cat", "dog")
 
 
 def test_one_full_region_with_the_context_prompt_equals_plain_sampling(pipe):

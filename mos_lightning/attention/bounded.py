@@ -34,13 +34,6 @@ class BoundedSelfAttnProcessor:
     def __init__(self, layout):
         self.layout = layout
         self.plain = AttnProcessor2_0()
-        self._masks: dict[tuple[int, int, torch.device], torch.Tensor] = {}
-
-    def mask(self, tokens: int, device) -> torch.Tensor:
-        key = (id(self.layout), tokens, device)  # the pipeline may swap layouts (solo steps)
-        if key not in self._masks:
-            self._masks[key] = bounded_mask(self.layout.members(tokens)).to(device)
-        return self._masks[key]
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
@@ -52,7 +45,7 @@ class BoundedSelfAttnProcessor:
         query = to_heads(attn.to_q(hidden_states), attn.heads)
         key = to_heads(attn.to_k(hidden_states), attn.heads)
         value = to_heads(attn.to_v(hidden_states), attn.heads)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=self.mask(tokens, hidden_states.device))
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=self.layout.self_attention_mask(tokens, hidden_states.device))
         out = attn.to_out[1](attn.to_out[0](out.transpose(1, 2).reshape(batch, tokens, -1)))
         if attn.residual_connection:
             out = out + hidden_states

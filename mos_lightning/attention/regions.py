@@ -83,6 +83,7 @@ class RegionLayout:
         self.latent = (height // vae_scale, width // vae_scale)
         self.bounded = False  # self-attention bounded by the boxes now (see .bounded; the pipeline sets it per step)
         self._weights: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._self_masks: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     @property
     def num_contexts(self) -> int:
@@ -100,6 +101,15 @@ class RegionLayout:
         if not self.fractions:
             return torch.zeros(0, tokens, dtype=torch.bool)
         return torch.stack([feature_mask(f, h, w, self.rounding).flatten() for f in self.fractions])
+
+    def self_attention_mask(self, tokens: int, device) -> torch.Tensor:
+        """``[N, N]`` bool: which cells a cell may attend to under bounded self-attention (:mod:`.bounded`)."""
+        from .bounded import bounded_mask
+
+        key = (tokens, device)
+        if key not in self._self_masks:
+            self._self_masks[key] = bounded_mask(self.members(tokens)).to(device)
+        return self._self_masks[key]
 
     def weights(self, tokens: int, device, dtype) -> torch.Tensor:
         """``[K1, N]`` mixing weights: the global context where no box covers a position, else the mean of
