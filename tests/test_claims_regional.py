@@ -1,6 +1,8 @@
 """The claims run's (c): region prompts alone or with their context, and the report's rates, intervals and paired
 differences between region-control settings."""
 
+import json
+
 from mos_lightning.world.boxes import Layout
 from mos_lightning.world.claims_regional import REGIONAL_CONDITIONS, paired_difference, regional_section
 
@@ -14,8 +16,9 @@ def test_a_region_prompt_holds_its_concept_alone_or_with_the_others_as_class_wor
     assert layout.region_prompt(2, names, context=True) == "a cube, a cone and <buoyring> on a wooden table"
 
 
-def row(hits):
-    return {"hits": hits, "boxes": sum(map(sum, hits)) / (2 * len(hits)), "all": sum(map(all, hits)) / len(hits)}
+def row(hits, classes=None):
+    rates = {"hits": hits, "boxes": sum(map(sum, hits)) / (2 * len(hits)), "all": sum(map(all, hits)) / len(hits)}
+    return {**rates, "classes": row(classes) if classes else rates}
 
 
 def test_paired_differences_say_better_only_outside_their_interval():
@@ -32,7 +35,13 @@ def test_the_regional_section_lists_every_condition_and_each_option_against_the_
     hits = [[True, False], [True, True], [False, False], [True, True]]
     layouts = {"a": {c: row(hits) for c in ["real", "alone", *REGIONAL_CONDITIONS, "without"]}}
     layouts["a"]["sketch"] = row([[True, True]] * 4)
+    layouts["a"]["bounded"] = row(hits, classes=[[True, True]] * 4)  # the right kinds of thing, not the concepts
     text, said = regional_section({"layouts": layouts})
+    assert "boxes showing their concept's class, in any colour" in text
+    assert "- control, bounded self-attention: boxes +0% [+0%, +0%] (tie), whole pictures +0% [+0%, +0%] (tie); " \
+           "the class in its box +38%" in text
+    old = {"a": {c: {k: v for k, v in r.items() if k != "classes"} for c, r in layouts["a"].items()}}
+    assert "class" not in regional_section({"layouts": old})[0]  # claims runs before the class rates still read
     assert "bounded self-attention" in text and "prompts with context" in text and "each concept alone" in text
     assert any(s.startswith("control, bounded self-attention against the reference's control: boxes +0% [+0%, +0%] (tie)")
                for s in said)
@@ -40,7 +49,8 @@ def test_the_regional_section_lists_every_condition_and_each_option_against_the_
 
 
 def test_sketches_are_the_outlines_of_the_things_and_the_adapter_trains_on_them(tmp_path):
-    """A sketch is white exactly on the edge of each silhouette; a few adapter steps on the world base write a
+    """A sketch is white exactly on the edge of each silhouette; each thing captioned alone is what a region prompt
+    says; a few adapter steps on the world base (region-prompt captions, pictures of several things) write a
     T2IAdapter folder that loads and drives the world UNet."""
     import numpy as np
     import torch
@@ -48,7 +58,7 @@ def test_sketches_are_the_outlines_of_the_things_and_the_adapter_trains_on_them(
     from diffusers import T2IAdapter
 
     from mos_lightning.world.scenes import Scene, Thing, render
-    from mos_lightning.world.sketch import main, scene_sketch
+    from mos_lightning.world.sketch import main, one_thing_captions, scene_sketch
 
     scene = Scene("grass", (Thing("ball", "red", x=0.3, radius=0.2), Thing("cube", "blue", x=0.75, radius=0.15)))
     lines = np.asarray(scene_sketch(scene)) > 127
@@ -56,8 +66,12 @@ def test_sketches_are_the_outlines_of_the_things_and_the_adapter_trains_on_them(
     inside = silhouettes[0] | silhouettes[1]
     assert lines.any() and not (lines & ~inside).any()  # drawn on the things' edges only
     assert lines.sum() < 0.5 * inside.sum()  # outlines, not filled
+    assert one_thing_captions(scene) == ["a red ball on the grass", "a blue cube on the grass"]
+    assert one_thing_captions(Scene("grass", scene.things[:1])) == []  # one thing: its caption is already that
     main(["train", str(tmp_path / "adapter"), "--base", str(REPO / "demo/world/base"), "--pictures", "16",
-          "--steps", "2", "--batch", "4"])
+          "--steps", "2", "--batch", "4", "--one-thing", "1", "--things-weights", "0,1,1"])
+    record = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    assert record["one_thing"] == 1.0 and record["things_weights"] == [0.0, 1.0, 1.0]
     adapter = T2IAdapter.from_pretrained(tmp_path / "adapter")
     features = adapter(torch.zeros(1, 1, 64, 64))
     assert [f.shape[-1] for f in features] == [16, 8, 4, 2]

@@ -158,8 +158,12 @@ def test_twins_change_one_attribute_of_one_thing_and_nothing_else():
 
 def test_composition_boxes_are_judged_against_each_concepts_signature():
     """The regional claim's judge: on real pictures of a layout each box reads as its concept; swap the concepts
-    and the same boxes do not."""
-    from mos_lightning.world.boxes import Layout, box_hits, real_pictures, signature, summarise
+    and the same boxes do not. The class judge asks for the kind of thing only: a thing of the concept's class in
+    other colours passes it and fails the concept's signature."""
+    import dataclasses
+
+    from mos_lightning.world.boxes import Layout, box_hits, class_judges, real_pictures, signature, summarise
+    from mos_lightning.world.scenes import Scene, render
 
     layout = Layout("pair", ("starbox", "zigcone"), "grass")
     assert layout.prompt({"starbox": "<starbox>", "zigcone": "<zigcone>"}) == "<starbox> and <zigcone> on the grass"
@@ -170,6 +174,17 @@ def test_composition_boxes_are_judged_against_each_concepts_signature():
     swapped = Layout("swapped", ("zigcone", "starbox"), "grass")
     wrong = summarise(box_hits(real_pictures(swapped, 8), layout, signatures))
     assert right["boxes"] >= 0.8 and wrong["boxes"] <= 0.2, (right, wrong)
+    kinds = class_judges(signatures)
+    assert kinds["starbox"].classes == {"cube"} and "cone" in kinds["zigcone"].classes
+    assert summarise(box_hits(real_pictures(layout, 8), layout, kinds))["boxes"] >= 0.8
+    assert summarise(box_hits(real_pictures(swapped, 8), layout, kinds))["boxes"] <= 0.2  # a cone is no cube
+    from mos_lightning.world.boxes import layout_scenes
+
+    recoloured = [render(Scene(s.background, tuple(dataclasses.replace(t, concept=None, colour="white", pattern="plain")
+                                                   for t in s.things)), seed=k)[0]
+                  for k, s in enumerate(layout_scenes(layout, 8))]
+    assert summarise(box_hits(recoloured, layout, kinds))["boxes"] >= 0.8
+    assert summarise(box_hits(recoloured, layout, signatures))["boxes"] <= 0.2
 
 
 def test_the_claims_run_asks_the_command_line_for_the_methods_it_names(tmp_path):

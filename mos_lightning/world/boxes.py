@@ -69,6 +69,23 @@ def signature(concept: str, count: int = 24, share: float = 0.15) -> Signature:
     return frozenset(r for r, n in readings.items() if n >= share * count and r[0] != "none")
 
 
+@dataclass(frozen=True)
+class ClassOnly:
+    """A judge that asks for the concept's kind of thing alone, in any colour (``reading in judge``): whether
+    composition put a thing of the right kind in the box, apart from whether it kept the concept's colours."""
+
+    classes: frozenset  # the classes the detector reads on real pictures of the concept
+
+    def __contains__(self, found: object) -> bool:
+        return isinstance(found, tuple) and found[0] in self.classes
+
+
+def class_judges(signatures: dict[str, Signature]) -> dict[str, ClassOnly]:
+    """Per concept, the classes of its signature: what the detector reads for it on real pictures (zigcone, a cone
+    with a wide zigzag band, reads as a ring as often as a cone), the same ground the concept judge stands on."""
+    return {c: ClassOnly(frozenset(found[0] for found in signature)) for c, signature in signatures.items()}
+
+
 def layout_scenes(layout: Layout, count: int) -> list[Scene]:
     """``count`` real scenes of ``layout``: the concepts' own designs, in the world's slots (places jittered per
     scene) or, with given boxes, each thing filling its box."""
@@ -86,7 +103,7 @@ def real_pictures(layout: Layout, count: int) -> list[Image.Image]:
     return [render(scene, seed=800_000 + k)[0] for k, scene in enumerate(layout_scenes(layout, count))]
 
 
-def box_hits(images: list, layout: Layout, signatures: dict[str, Signature]) -> list[list[bool]]:
+def box_hits(images: list, layout: Layout, signatures: dict[str, Signature] | dict[str, ClassOnly]) -> list[list[bool]]:
     """Per image, per box: does the detector read one of the box's concept's signature there?"""
     return [[reading(image, box) in signatures[c] for c, box in zip(layout.concepts, layout.boxes, strict=True)]
             for image in images]

@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from .boxes import Layout, box_hits, layout_scenes, reading, real_pictures, signature, summarise
+from .boxes import Layout, box_hits, class_judges, layout_scenes, reading, real_pictures, signature, summarise
 from .markdown import interval_text, markdown_table
 
 LAYOUTS = (
@@ -99,19 +99,26 @@ def alone_hits(out: Path, layout: Layout, signatures: dict, prompts: list[str], 
 def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], names: dict[str, str],
                     real: int = 16) -> dict:
     """Per layout: box and whole-picture rates for each condition (:func:`regional_conditions`), on real pictures
-    (the judge's ceiling) and for each concept drawn alone (:func:`alone_hits`, the model's ceiling)."""
+    (the judge's ceiling) and for each concept drawn alone (:func:`alone_hits`, the model's ceiling); under
+    ``classes`` the same rates for the concept's class in any colour (a thing of the right kind in the box)."""
     signatures = {c: signature(c) for c in concepts}
+    judges: dict[str, dict] = {"signatures": signatures, "classes": class_judges(signatures)}
     scores: dict = {"signatures": {c: sorted(map(list, s)) for c, s in signatures.items()}, "layouts": {}}
     prompts = alone_prompts(layouts, names)
     for index, layout in enumerate(layouts):
-        hits = box_hits(real_pictures(layout, real), layout, signatures)
-        row = {"real": {**summarise(hits), "hits": hits}}
-        hits = alone_hits(out, layout, signatures, prompts, names)
-        row["alone"] = {**summarise(hits), "hits": hits}
+        pictures = {"real": real_pictures(layout, real)}
         for condition in regional_conditions():
-            images = [Image.open(p).convert("RGB") for p in composed_images(out, condition, index)]
-            hits = box_hits(images, layout, signatures)
-            row[condition] = {**summarise(hits), "images": len(images), "hits": hits}
+            pictures[condition] = [Image.open(p).convert("RGB") for p in composed_images(out, condition, index)]
+        row = {}
+        for condition in ["real", "alone", *regional_conditions()]:
+            rates = {}
+            for name, judge in judges.items():
+                hits = (alone_hits(out, layout, judge, prompts, names) if condition == "alone"
+                        else box_hits(pictures[condition], layout, judge))
+                rates[name] = {**summarise(hits), "hits": hits}
+            row[condition] = {**rates["signatures"], "classes": rates["classes"]}
+            if condition not in ("real", "alone"):
+                row[condition]["images"] = len(pictures[condition])
         scores["layouts"][layout.name] = row
     return scores
 
@@ -167,15 +174,21 @@ def regional_section(regional: dict) -> tuple[str, list[str]]:
     layouts = regional["layouts"]
     conditions = ["real", "alone", *regional_conditions()]
     names = [REGIONAL_NAMES.get(c, c) for c in conditions]
+    classes = all("classes" in r[c] for r in layouts.values() for c in conditions)  # claims runs scored before the class judge lack them
+    tables = [("boxes showing their concept", lambda r: r["boxes"]), ("pictures with every concept", lambda r: r["all"])]
+    if classes:
+        tables.append(("boxes showing their concept's class, in any colour", lambda r: r["classes"]["boxes"]))
     text = []
-    for rate, title in (("boxes", "boxes showing their concept"), ("all", "pictures with every concept")):
-        rows = [(name, [r[c][rate] for c in conditions]) for name, r in layouts.items()]
+    for title, rate in tables:
+        rows = [(name, [rate(r[c]) for c in conditions]) for name, r in layouts.items()]
         mean = [float(np.mean([r[1][k] for r in rows])) for k in range(len(conditions))]
         text.append(f"{title}:\n\n" + markdown_table("layout", names, [*rows, ("mean", mean)], 2))
     pooled = {c: pooled_rates([r[c] for r in layouts.values()]) for c in conditions}
+    kinds = {c: pooled_rates([r[c]["classes"] for r in layouts.values()]) for c in conditions} if classes else {}
     text.append("All layouts' pictures pooled, with 95 % intervals (pictures resampled within each layout):\n\n" +
                 "\n".join(f"- {REGIONAL_NAMES.get(c, c)}: boxes {interval_text(p['boxes'])}, whole pictures "
-                          f"{interval_text(p['all'])}" for c, p in pooled.items()))
+                          f"{interval_text(p['all'])}" + (f"; the class in its box {interval_text(kinds[c]['boxes'])}"
+                                                          if classes else "") for c, p in pooled.items()))
     said = [f"regional control: each box shows its concept {interval_text(pooled['with']['boxes'])} of the time with "
             f"the reference's region control, {interval_text(pooled['without']['boxes'])} without; the same fused "
             f"model drawing each concept alone in a picture of its own: {interval_text(pooled['alone']['boxes'])} (the "
@@ -187,9 +200,14 @@ def regional_section(regional: dict) -> tuple[str, list[str]]:
         reference = "with-held-out" if option.endswith("-held-out") else "with"  # the same seeds as the option's
         if option == reference:
             continue
-        diff = paired_difference([r[option] for r in layouts.values()], [r[reference] for r in layouts.values()])
+        rows_a, rows_b = [r[option] for r in layouts.values()], [r[reference] for r in layouts.values()]
+        diff = paired_difference(rows_a, rows_b)
+        kind = ""
+        if classes:
+            kind_diff = paired_difference([r["classes"] for r in rows_a], [r["classes"] for r in rows_b])
+            kind = f"; the class in its box {_signed(kind_diff['boxes'])}"
         lines.append(f"- {REGIONAL_NAMES.get(option, option)}: boxes {_signed(diff['boxes'])}, whole pictures "
-                     f"{_signed(diff['all'])}")
+                     f"{_signed(diff['all'])}{kind}")
         said.append(f"{REGIONAL_NAMES.get(option, option)} against the reference's control: boxes "
                     f"{_signed(diff['boxes'])}, whole pictures {_signed(diff['all'])}")
     text.append("Each option minus the reference's control (paired: the same layouts and seeds, pictures resampled "

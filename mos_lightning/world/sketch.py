@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from .model import RESOLUTION
-from .scenes import Scene, caption, random_scene, render
+from .scenes import THINGS_WEIGHTS, Scene, caption, random_scene, render
 
 ADAPTER_CHANNELS = (32, 48, 64, 64)  # the world UNet's block_out_channels
 
@@ -43,43 +43,67 @@ def scene_sketch(scene: Scene, size: int = RESOLUTION) -> Image.Image:
     return sketch_of(render(scene, size)[1])
 
 
-def sketch_pictures(count: int, seed: int, size: int = RESOLUTION, cache: Path | None = None):
-    """``(uint8 pictures [count, size, size, 3], uint8 sketches [count, size, size], captions)``; picture k depends
-    only on (seed, k)."""
+def sketch_scenes(count: int, seed: int, things_weights: tuple[float, ...] = THINGS_WEIGHTS) -> list[Scene]:
+    """The scenes of :func:`sketch_pictures` (picture ``k``'s depends only on ``(seed, k)`` and the weights)."""
+    return [random_scene(random.Random(f"sketch-{seed}-{k}"), weights=things_weights) for k in range(count)]
+
+
+def sketch_pictures(count: int, seed: int, size: int = RESOLUTION, cache: Path | None = None,
+                    things_weights: tuple[float, ...] = THINGS_WEIGHTS):
+    """``(uint8 pictures [count, size, size, 3], uint8 sketches [count, size, size], captions)`` of
+    :func:`sketch_scenes`."""
+    weights = np.asarray(things_weights, float)
     if cache is not None and cache.is_file():
         data = np.load(cache, allow_pickle=False)
-        if data["images"].shape == (count, size, size, 3) and int(data["seed"]) == seed:
+        if (data["images"].shape == (count, size, size, 3) and int(data["seed"]) == seed
+                and np.array_equal(data.get("things_weights", np.asarray(THINGS_WEIGHTS, float)), weights)):
             return data["images"], data["sketches"], [str(c) for c in data["captions"]]
     from tqdm.auto import tqdm
 
     images = np.empty((count, size, size, 3), np.uint8)
     sketches = np.empty((count, size, size), np.uint8)
     captions = []
-    for k in tqdm(range(count), desc="rendering world pictures and sketches", leave=False):
-        scene = random_scene(random.Random(f"sketch-{seed}-{k}"))
+    scenes = sketch_scenes(count, seed, things_weights)
+    for k, scene in enumerate(tqdm(scenes, desc="rendering world pictures and sketches", leave=False)):
         image, masks = render(scene, size, seed=seed * 1_000_003 + k)
         images[k], sketches[k] = np.asarray(image), np.asarray(sketch_of(masks))
         captions.append(caption(scene))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, images=images, sketches=sketches, captions=np.array(captions), seed=seed)
+        np.savez(cache, images=images, sketches=sketches, captions=np.array(captions), seed=seed,
+                 things_weights=weights)
     return images, sketches, captions
 
 
+def one_thing_captions(scene: Scene) -> list[str]:
+    """Each thing of ``scene`` captioned alone, on the scene's background: what a region prompt says."""
+    return [caption(Scene(scene.background, (thing,))) for thing in scene.things] if len(scene.things) > 1 else []
+
+
 def train_sketch_adapter(base: str, out: Path, pictures: int, steps: int, batch: int, lr: float, device: str,
-                         seed: int = 0, drop_text: float = 0.1) -> dict:
-    """Train a ``T2IAdapter`` (one input channel) on the frozen ``base``; saves it to ``out`` with ``training.json``."""
+                         seed: int = 0, drop_text: float = 0.1, one_thing: float = 0.0,
+                         things_weights: tuple[float, ...] = THINGS_WEIGHTS) -> dict:
+    """Train a ``T2IAdapter`` (one input channel) on the frozen ``base``; saves it to ``out`` with ``training.json``.
+
+    ``one_thing``: how often a picture of several things is captioned with one of its things alone
+    (:func:`one_thing_captions`) while the sketch shows them all — the situation of a region prompt under
+    regional sampling, where the text asks for one thing and the sketch must still place every outline."""
     from diffusers import DDPMScheduler, StableDiffusionPipeline, T2IAdapter
 
     from .train import encode_all, log, machine
 
     start = time.time()
     torch.manual_seed(seed)
-    images, sketches, captions = sketch_pictures(pictures, seed, cache=out.parent / f"sketch-{pictures}-{seed}.npz")
+    tag = "" if tuple(things_weights) == THINGS_WEIGHTS else "-w" + "_".join(f"{w:g}" for w in things_weights)
+    images, sketches, captions = sketch_pictures(pictures, seed, cache=out.parent / f"sketch-{pictures}-{seed}{tag}.npz",
+                                                 things_weights=things_weights)
+    singles = [one_thing_captions(scene) for scene in sketch_scenes(pictures, seed, things_weights)]
+    flat = [c for s in singles for c in s]
+    first = np.cumsum([0] + [len(s) for s in singles])[:-1]  # picture k's one-thing captions start at first[k]
     pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
     unet, text_encoder, vae = (m.to(device).eval().requires_grad_(False) for m in (pipe.unet, pipe.text_encoder, pipe.vae))
     mean, std = encode_all(vae, torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, device)
-    ids = pipe.tokenizer(captions + [""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+    ids = pipe.tokenizer(captions + flat + [""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids
     adapter = T2IAdapter(in_channels=1, channels=list(ADAPTER_CHANNELS), num_res_blocks=2,
                          downscale_factor=pipe.vae_scale_factor).to(device).train()
@@ -94,6 +118,10 @@ def train_sketch_adapter(base: str, out: Path, pictures: int, steps: int, batch:
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
         tokens = ids[index].clone()
+        for row, k in enumerate(index.tolist()):  # a region prompt's view of the picture
+            if one_thing > 0 and singles[k] and torch.rand(1, generator=generator).item() < one_thing:
+                pick = int(torch.randint(0, len(singles[k]), (1,), generator=generator))
+                tokens[row] = ids[pictures + first[k] + pick]
         tokens[torch.rand(batch, generator=generator) < drop_text] = ids[-1]
         with torch.no_grad():
             states = text_encoder(tokens.to(device))[0]
@@ -109,7 +137,8 @@ def train_sketch_adapter(base: str, out: Path, pictures: int, steps: int, batch:
             log(f"sketch adapter step {step}/{steps}: loss {running:.4f}")
     adapter.to("cpu").eval().save_pretrained(out)
     record = {"kind": "sketch adapter", "base": str(base), "pictures": pictures, "seed": seed, "steps": steps,
-              "batch": batch, "lr": lr, "final_loss": running, "minutes": round((time.time() - start) / 60, 1),
+              "batch": batch, "lr": lr, "drop_text": drop_text, "one_thing": one_thing,
+              "things_weights": list(things_weights), "final_loss": running, "minutes": round((time.time() - start) / 60, 1),
               "machine": machine(), "torch": torch.__version__}
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -125,12 +154,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--one-thing", type=float, default=0.0,
+                        help="how often a picture of several things is captioned with one thing alone (region prompts)")
+    parser.add_argument("--things-weights", default="5,3.5,1.5", help="how often a picture has 1, 2, 3 things")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     from ..resources import locate
 
     record = train_sketch_adapter(locate(args.base), Path(args.out), args.pictures, args.steps, args.batch,
-                                  args.lr, args.device, args.seed)
+                                  args.lr, args.device, args.seed, one_thing=args.one_thing,
+                                  things_weights=tuple(float(w) for w in args.things_weights.split(",")))
     print(json.dumps(record))
 
 
