@@ -93,3 +93,32 @@ def test_the_claims_scene_files_load_with_regions_context_and_sketch(tmp_path):
     heavy = read_scenes(write_scene_file(tmp_path, list(LAYOUTS), names, sketch=True, sketch_weight=2.0, seeds=[9, 10]))
     assert heavy[0].conditions[0].weight == 2.0 and heavy[0].seeds == [9, 10] and sketch[0].conditions[0].weight == 1.0
 
+
+
+def test_each_concept_in_its_place_is_read_in_its_own_box(tmp_path):
+    """The model's ceiling at a box's size: a caption per concept with the others as class words, for layouts in
+    the world's slots only; each picture is read in the concept's box, found by the prompt's index."""
+    from mos_lightning.world.boxes import real_pictures
+    from mos_lightning.world.claims_regional import LAYOUTS, in_place_prompts, in_place_scores
+
+    names = {c: f"<{c}>" for layout in LAYOUTS for c in layout.concepts}
+    assert "<moonball>" not in " ".join(in_place_prompts(list(LAYOUTS[5:]), names))  # given boxes only
+    pair = [lay for lay in LAYOUTS if set(lay.concepts) <= {"starbox", "bandball"}]
+    prompts = in_place_prompts(pair, names)  # what the claims run samples for these concepts
+    assert prompts == ["<starbox> and a ball on the grass", "a cube and <bandball> on the grass"]
+    prompts_all = in_place_prompts(list(LAYOUTS), names)
+    assert "<starbox> and a ball on the grass" in prompts_all and "a cube and <bandball> on the grass" in prompts
+    assert in_place_scores(tmp_path, list(LAYOUTS), ["starbox", "bandball"], names) == {}  # runs made before it
+    layout, swapped = LAYOUTS[0], Layout("swapped", ("bandball", "starbox"), "grass")
+    for k in range(2):  # real pictures of the layout for its prompts; of the swapped layout for the others
+        for name, pictures in ((layout.name, real_pictures(layout, 3)), ("other", real_pictures(swapped, 3))):
+            index = prompts.index(layout.region_prompt(k, names, context=True)) if name == layout.name else 99
+            folder = tmp_path / "regional" / "in-place" / f"{index:04d}-x"
+            folder.mkdir(parents=True, exist_ok=True)
+            for seed, picture in enumerate(pictures, 1):
+                picture.save(folder / f"seed{seed:06d}.png")
+    scores = in_place_scores(tmp_path, pair, ["starbox", "bandball"], names)
+    assert scores[layout.name]["boxes"] >= 0.8 and scores[layout.name]["classes"]["boxes"] >= 0.8
+    rows = {"a": {c: row([[True, False]] * 4) for c in ["real", "alone", *REGIONAL_CONDITIONS, "without"]}}
+    text, _ = regional_section({"layouts": rows, "in_place": {"a": row([[True, True]] * 4)}})
+    assert "- each concept in its place, no control (world-slot layouts only; their control: 50% " in text

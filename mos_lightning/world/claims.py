@@ -12,7 +12,8 @@ process per stage, exactly as a user would run them):
 (c) regional composition of 2–3 concepts from the fused model, with and without region control and under each setting
     of :data:`~mos_lightning.world.claims_regional.REGIONAL_CONDITIONS`: how often each box shows its concept, read by
     the world's exact detector (:mod:`mos_lightning.world.boxes`), beside the rate the same judge gives real pictures
-    of the same layout and the rate of each concept drawn alone by the same model.
+    of the same layout, the rate of each concept drawn alone by the same model, and (world-slot layouts) of each
+    concept in its place in the layout's caption without control.
 
 Scores come from the world's CLIP (``demo/world/clip``). Every stage skips what is already on disk, so an
 interrupted run resumes. The results land in ``<out>/claims.md`` / ``claims.json`` and on ``<out>/index.html``.
@@ -34,7 +35,7 @@ from ..components import describe
 from ..fusion.solvers import default_solver
 from ..resources import locate, shipped_root
 from .boxes import Layout
-from .claims_regional import LAYOUTS, REGIONAL_CONDITIONS, REGIONAL_SEEDS, alone_prompts, write_scene_file
+from .claims_regional import LAYOUTS, REGIONAL_CONDITIONS, REGIONAL_SEEDS, alone_prompts, in_place_prompts, write_scene_file
 from .concepts import CONCEPTS, write_concept
 
 STRONG = ["--model.init_args.unet_lr", "0.005", "--model.init_args.text_encoder_lr", "0.0005"]  # 5× the LoRA rates
@@ -209,12 +210,13 @@ class Claims:
                          "--model.init_args.adapters", json.dumps(adapters),
                          *[a for k, v in settings.items() for a in (f"--model.init_args.{k}", str(v))],
                          "--data.init_args.output_dir", str(self.out / "regional" / condition))
-        if not (self.out / "regional" / "alone").is_dir():  # the model's ceiling: each box's prompt alone
-            self.cli("regional alone", "predict", "--config", "configs/world/sample.yaml",
-                     "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",
-                     "--data.init_args.prompts", json.dumps(alone_prompts(layouts, names)),
-                     "--data.init_args.seeds", json.dumps(REGIONAL_SEEDS),
-                     "--data.init_args.output_dir", str(self.out / "regional" / "alone"))
+        # the model's ceilings: each box's prompt alone; each concept in its place in the caption, no control
+        for folder, prompts in (("alone", alone_prompts(layouts, names)), ("in-place", in_place_prompts(layouts, names))):
+            if not (self.out / "regional" / folder).is_dir():
+                self.cli(f"regional {folder}", "predict", "--config", "configs/world/sample.yaml",
+                         "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",
+                         "--data.init_args.prompts", json.dumps(prompts), "--data.init_args.seeds",
+                         json.dumps(REGIONAL_SEEDS), "--data.init_args.output_dir", str(self.out / "regional" / folder))
         if not (self.out / "regional" / "without").is_dir():
             self.cli("regional without control", "predict", "--config", "configs/world/sample.yaml",
                      "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",

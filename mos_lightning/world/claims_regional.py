@@ -96,6 +96,38 @@ def alone_hits(out: Path, layout: Layout, signatures: dict, prompts: list[str], 
     return [list(row) for row in zip(*columns, strict=True)]
 
 
+def in_place_prompts(layouts: list[Layout], names: dict[str, str]) -> list[str]:
+    """Every box's concept in its layout's caption, the others as class words ("a cube and <bandball> on the
+    grass"), for the layouts in the world's slots (a caption lists things left to right, so only there does it say
+    where each box is)."""
+    return sorted({layout.region_prompt(k, names, context=True) for layout in layouts if layout.given_boxes is None
+                   for k in range(len(layout.concepts))})
+
+
+def in_place_hits(out: Path, layout: Layout, judges: dict, prompts: list[str], names: dict[str, str]) -> list[list[bool]]:
+    """Per seed, per box: is the concept read in its box of the picture the fused model drew for its caption in
+    place (``regional/in-place``, no region control)? The model's ceiling at the size of a box."""
+    columns = []
+    for k, (concept, box) in enumerate(zip(layout.concepts, layout.boxes, strict=True)):
+        index = prompts.index(layout.region_prompt(k, names, context=True))
+        paths = sorted((out / "regional" / "in-place").glob(f"{index:04d}-*/seed*.png"))
+        columns.append([reading(Image.open(p).convert("RGB"), box) in judges[concept] for p in paths])
+    return [list(row) for row in zip(*columns, strict=True)]
+
+
+def in_place_scores(out: Path, layouts: list[Layout], concepts: list[str], names: dict[str, str]) -> dict:
+    """Per world-slot layout, :func:`in_place_hits` by the concept's signature and by its class alone; empty when
+    the run has no ``regional/in-place`` (runs made before it)."""
+    if not (out / "regional" / "in-place").is_dir():
+        return {}
+    signatures = {c: signature(c) for c in concepts}
+    prompts, rows = in_place_prompts(layouts, names), {}
+    for layout in (lay for lay in layouts if lay.given_boxes is None):
+        hits, kinds = (in_place_hits(out, layout, j, prompts, names) for j in (signatures, class_judges(signatures)))
+        rows[layout.name] = {**summarise(hits), "hits": hits, "classes": {**summarise(kinds), "hits": kinds}}
+    return rows
+
+
 def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], names: dict[str, str],
                     real: int = 16) -> dict:
     """Per layout: box and whole-picture rates for each condition (:func:`regional_conditions`), on real pictures
@@ -120,6 +152,7 @@ def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], names
             if condition not in ("real", "alone"):
                 row[condition]["images"] = len(pictures[condition])
         scores["layouts"][layout.name] = row
+    scores["in_place"] = in_place_scores(out, layouts, concepts, names)
     return scores
 
 
@@ -189,6 +222,13 @@ def regional_section(regional: dict) -> tuple[str, list[str]]:
                 "\n".join(f"- {REGIONAL_NAMES.get(c, c)}: boxes {interval_text(p['boxes'])}, whole pictures "
                           f"{interval_text(p['all'])}" + (f"; the class in its box {interval_text(kinds[c]['boxes'])}"
                                                           if classes else "") for c, p in pooled.items()))
+    if regional.get("in_place"):  # the model's ceiling at a box's size: no control, the concept's caption in place
+        here = list(regional["in_place"].values())
+        fit = pooled_rates(here)
+        text[-1] += (f"\n- each concept in its place, no control (world-slot layouts only; their control: "
+                     f"{interval_text(pooled_rates([layouts[n]['with'] for n in regional['in_place']])['boxes'])}): "
+                     f"boxes {interval_text(fit['boxes'])}; the class in its box "
+                     f"{interval_text(pooled_rates([r['classes'] for r in here])['boxes'])}")
     said = [f"regional control: each box shows its concept {interval_text(pooled['with']['boxes'])} of the time with "
             f"the reference's region control, {interval_text(pooled['without']['boxes'])} without; the same fused "
             f"model drawing each concept alone in a picture of its own: {interval_text(pooled['alone']['boxes'])} (the "
