@@ -210,7 +210,7 @@ class Claims:
                          "--model.init_args.adapters", json.dumps(adapters),
                          *[a for k, v in settings.items() for a in (f"--model.init_args.{k}", str(v))],
                          "--data.init_args.output_dir", str(self.out / "regional" / condition))
-        # the model's ceilings: each box's prompt alone; each concept in its place in the caption, no control
+        # the model on its own: each box's prompt alone (its ceiling); each concept in its place in the caption
         for folder, prompts in (("alone", alone_prompts(layouts, names)), ("in-place", in_place_prompts(layouts, names))):
             if not (self.out / "regional" / folder).is_dir():
                 self.cli(f"regional {folder}", "predict", "--config", "configs/world/sample.yaml",

@@ -106,7 +106,7 @@ def in_place_prompts(layouts: list[Layout], names: dict[str, str]) -> list[str]:
 
 def in_place_hits(out: Path, layout: Layout, judges: dict, prompts: list[str], names: dict[str, str]) -> list[list[bool]]:
     """Per seed, per box: is the concept read in its box of the picture the fused model drew for its caption in
-    place (``regional/in-place``, no region control)? The model's ceiling at the size of a box."""
+    place (``regional/in-place``, no region control)? What the model does on its own at the size of a box."""
     columns = []
     for k, (concept, box) in enumerate(zip(layout.concepts, layout.boxes, strict=True)):
         index = prompts.index(layout.region_prompt(k, names, context=True))
@@ -222,7 +222,7 @@ def regional_section(regional: dict) -> tuple[str, list[str]]:
                 "\n".join(f"- {REGIONAL_NAMES.get(c, c)}: boxes {interval_text(p['boxes'])}, whole pictures "
                           f"{interval_text(p['all'])}" + (f"; the class in its box {interval_text(kinds[c]['boxes'])}"
                                                           if classes else "") for c, p in pooled.items()))
-    if regional.get("in_place"):  # the model's ceiling at a box's size: no control, the concept's caption in place
+    if regional.get("in_place"):  # what the model does on its own at a box's size
         here = list(regional["in_place"].values())
         fit = pooled_rates(here)
         text[-1] += (f"\n- each concept in its place, no control (world-slot layouts only; their control: "
