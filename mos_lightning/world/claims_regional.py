@@ -85,17 +85,6 @@ def alone_prompts(layouts: list[Layout], names: dict[str, str]) -> list[str]:
     return sorted({layout.region_prompt(k, names) for layout in layouts for k in range(len(layout.concepts))})
 
 
-def alone_hits(out: Path, layout: Layout, signatures: dict, prompts: list[str], names: dict[str, str]) -> list[list[bool]]:
-    """Per seed, per box: is the concept read in the whole picture the fused model drew for the box's prompt alone
-    (``regional/alone``) with that seed? A picture then counts as having all its concepts when each was drawn alone
-    with the same seed: the rate a perfect composer of this model's concepts would reach."""
-    columns = []
-    for k, concept in enumerate(layout.concepts):
-        paths = sorted((out / "regional" / "alone").glob(f"{prompts.index(layout.region_prompt(k, names)):04d}-*/seed*.png"))
-        columns.append([reading(Image.open(p).convert("RGB")) in signatures[concept] for p in paths])
-    return [list(row) for row in zip(*columns, strict=True)]
-
-
 def in_place_prompts(layouts: list[Layout], names: dict[str, str]) -> list[str]:
     """Every box's concept in its layout's caption, the others as class words ("a cube and <bandball> on the
     grass"), for the layouts in the world's slots (a caption lists things left to right, so only there does it say
@@ -104,26 +93,33 @@ def in_place_prompts(layouts: list[Layout], names: dict[str, str]) -> list[str]:
                    for k in range(len(layout.concepts))})
 
 
-def in_place_hits(out: Path, layout: Layout, judges: dict, prompts: list[str], names: dict[str, str]) -> list[list[bool]]:
-    """Per seed, per box: is the concept read in its box of the picture the fused model drew for its caption in
-    place (``regional/in-place``, no region control)? What the model does on its own at the size of a box."""
+def sampled_hits(out: Path, layout: Layout, judges: dict, prompts: list[str], names: dict[str, str],
+                 in_place: bool = False) -> list[list[bool]]:
+    """Per seed, per box, from the fused model's own pictures (no region control) of each box's prompt, found by its
+    index in ``prompts``: ``regional/alone`` (the concept alone, read in the whole picture: a layout then counts as
+    having all its concepts when each was drawn alone with the same seed, the rate a perfect composer of this
+    model's concepts would reach) or, ``in_place``, ``regional/in-place`` (the concept in its place in the caption,
+    read in its box: what the model does on its own at the size of a box)."""
+    folder = out / "regional" / ("in-place" if in_place else "alone")
     columns = []
     for k, (concept, box) in enumerate(zip(layout.concepts, layout.boxes, strict=True)):
-        index = prompts.index(layout.region_prompt(k, names, context=True))
-        paths = sorted((out / "regional" / "in-place").glob(f"{index:04d}-*/seed*.png"))
-        columns.append([reading(Image.open(p).convert("RGB"), box) in judges[concept] for p in paths])
+        index = prompts.index(layout.region_prompt(k, names, context=in_place))
+        paths = sorted(folder.glob(f"{index:04d}-*/seed*.png"))
+        columns.append([reading(Image.open(p).convert("RGB"), box if in_place else None) in judges[concept]
+                        for p in paths])
     return [list(row) for row in zip(*columns, strict=True)]
 
 
 def in_place_scores(out: Path, layouts: list[Layout], concepts: list[str], names: dict[str, str]) -> dict:
-    """Per world-slot layout, :func:`in_place_hits` by the concept's signature and by its class alone; empty when
+    """Per world-slot layout, :func:`sampled_hits` in place by the concept's signature and by its class alone; empty when
     the run has no ``regional/in-place`` (runs made before it)."""
     if not (out / "regional" / "in-place").is_dir():
         return {}
     signatures = {c: signature(c) for c in concepts}
     prompts, rows = in_place_prompts(layouts, names), {}
     for layout in (lay for lay in layouts if lay.given_boxes is None):
-        hits, kinds = (in_place_hits(out, layout, j, prompts, names) for j in (signatures, class_judges(signatures)))
+        hits, kinds = (sampled_hits(out, layout, j, prompts, names, in_place=True)
+                       for j in (signatures, class_judges(signatures)))
         rows[layout.name] = {**summarise(hits), "hits": hits, "classes": {**summarise(kinds), "hits": kinds}}
     return rows
 
@@ -131,7 +127,7 @@ def in_place_scores(out: Path, layouts: list[Layout], concepts: list[str], names
 def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], names: dict[str, str],
                     real: int = 16) -> dict:
     """Per layout: box and whole-picture rates for each condition (:func:`regional_conditions`), on real pictures
-    (the judge's ceiling) and for each concept drawn alone (:func:`alone_hits`, the model's ceiling); under
+    (the judge's ceiling) and for each concept drawn alone (:func:`sampled_hits`, the model's ceiling); under
     ``classes`` the same rates for the concept's class in any colour (a thing of the right kind in the box)."""
     signatures = {c: signature(c) for c in concepts}
     judges: dict[str, dict] = {"signatures": signatures, "classes": class_judges(signatures)}
@@ -145,7 +141,7 @@ def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], names
         for condition in ["real", "alone", *regional_conditions()]:
             rates = {}
             for name, judge in judges.items():
-                hits = (alone_hits(out, layout, judge, prompts, names) if condition == "alone"
+                hits = (sampled_hits(out, layout, judge, prompts, names) if condition == "alone"
                         else box_hits(pictures[condition], layout, judge))
                 rates[name] = {**summarise(hits), "hits": hits}
             row[condition] = {**rates["signatures"], "classes": rates["classes"]}
