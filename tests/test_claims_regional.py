@@ -77,6 +77,24 @@ def test_sketches_are_the_outlines_of_the_things_and_the_adapter_trains_on_them(
     assert [f.shape[-1] for f in features] == [16, 8, 4, 2]
 
 
+def test_a_training_step_captions_pictures_of_several_things_by_one_of_them():
+    import torch
+
+    from mos_lightning.world.sketch import step_captions
+
+    # three pictures' captions (rows 0-2), then picture 0's two one-thing captions (3, 4) and picture 2's (5, 6)
+    ids = torch.arange(7)[:, None].expand(7, 3)
+    index = torch.tensor([0, 1, 2, 0, 2, 1])
+    singles = [2, 0, 2]
+    generator = torch.Generator().manual_seed(0)
+    always = step_captions(ids, index, singles, 1.0, generator)[:, 0].tolist()
+    assert always[1] == always[5] == 1  # one thing: its own caption
+    assert {always[0], always[3]} <= {3, 4} and {always[2], always[4]} <= {5, 6}  # each picture's own things only
+    state = generator.get_state()
+    assert step_captions(ids, index, singles, 0.0, generator)[:, 0].tolist() == index.tolist()
+    assert torch.equal(generator.get_state(), state)  # no draws: the shipped recipe's random stream is unchanged
+
+
 def test_the_claims_scene_files_load_with_regions_context_and_sketch(tmp_path):
     from mos_lightning.data.scenes import read_scenes
     from mos_lightning.world.claims_regional import LAYOUTS, write_scene_file

@@ -80,6 +80,20 @@ def one_thing_captions(scene: Scene) -> list[str]:
     return [caption(Scene(scene.background, (thing,))) for thing in scene.things] if len(scene.things) > 1 else []
 
 
+def step_captions(ids: torch.Tensor, index: torch.Tensor, singles: list[int], one_thing: float,
+                  generator: torch.Generator) -> torch.Tensor:
+    """A step's caption tokens: ``ids`` holds every picture's caption, then each picture's one-thing captions in
+    order (``singles[k]`` of them for picture ``k``); with probability ``one_thing`` a picture of several things is
+    captioned by one of its things alone (no random draws when ``one_thing`` is 0: the shipped recipe's stream)."""
+    tokens = ids[index].clone()
+    first = np.cumsum([0] + singles)[:-1]  # picture k's one-thing captions start at len(singles) + first[k]
+    for row, k in enumerate(index.tolist()):  # a region prompt's view of the picture
+        if one_thing > 0 and singles[k] and torch.rand(1, generator=generator).item() < one_thing:
+            pick = int(torch.randint(0, singles[k], (1,), generator=generator))
+            tokens[row] = ids[len(singles) + first[k] + pick]
+    return tokens
+
+
 def train_sketch_adapter(base: str, out: Path, pictures: int, steps: int, batch: int, lr: float, device: str,
                          seed: int = 0, drop_text: float = 0.1, one_thing: float = 0.0,
                          things_weights: tuple[float, ...] = THINGS_WEIGHTS) -> dict:
@@ -99,7 +113,6 @@ def train_sketch_adapter(base: str, out: Path, pictures: int, steps: int, batch:
                                                  things_weights=things_weights)
     singles = [one_thing_captions(scene) for scene in sketch_scenes(pictures, seed, things_weights)]
     flat = [c for s in singles for c in s]
-    first = np.cumsum([0] + [len(s) for s in singles])[:-1]  # picture k's one-thing captions start at first[k]
     pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
     unet, text_encoder, vae = (m.to(device).eval().requires_grad_(False) for m in (pipe.unet, pipe.text_encoder, pipe.vae))
     mean, std = encode_all(vae, torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, device)
@@ -117,11 +130,7 @@ def train_sketch_adapter(base: str, out: Path, pictures: int, steps: int, batch:
         x0 = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator)) * scale
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
-        tokens = ids[index].clone()
-        for row, k in enumerate(index.tolist()):  # a region prompt's view of the picture
-            if one_thing > 0 and singles[k] and torch.rand(1, generator=generator).item() < one_thing:
-                pick = int(torch.randint(0, len(singles[k]), (1,), generator=generator))
-                tokens[row] = ids[pictures + first[k] + pick]
+        tokens = step_captions(ids, index, [len(s) for s in singles], one_thing, generator)
         tokens[torch.rand(batch, generator=generator) < drop_text] = ids[-1]
         with torch.no_grad():
             states = text_encoder(tokens.to(device))[0]
