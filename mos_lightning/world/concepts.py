@@ -104,10 +104,10 @@ def concept_thing(name: str) -> Thing:
     return Thing(spec.cls, "white", concept=name)
 
 
-def concept_views(name: str, count: int = 8, seed: int = 0, size: int = 64,
-                  placeholder: str = "<TOK>") -> list[tuple[Image.Image, Image.Image, str]]:
+def concept_views(name: str, count: int = 8, seed: int = 0, size: int = 64, placeholder: str = "<TOK>",
+                  beside_every: int = 3) -> list[tuple[Image.Image, Image.Image, str]]:
     """``count`` views ``(image, mask, caption)`` of concept ``name``: backgrounds cycle, sizes and places vary,
-    every third view has an ordinary thing beside it (captioned), the concept's mask only."""
+    every ``beside_every``-th view has an ordinary thing beside it (captioned), the concept's mask only."""
     if name not in CONCEPTS:
         raise ValueError(f"unknown concept {name!r}; known: {sorted(CONCEPTS)}")
     rng = random.Random(f"{name}-{seed}")
@@ -116,7 +116,7 @@ def concept_views(name: str, count: int = 8, seed: int = 0, size: int = 64,
     views = []
     for k in range(count):
         things = [concept_thing(name)]
-        if k % 3 == 2:
+        if k % beside_every == beside_every - 1:
             other = random_thing(rng)
             things = [*things, other] if rng.random() < 0.5 else [other, *things]
         scene = Scene(backgrounds[k % len(backgrounds)], place(rng, things))
@@ -127,12 +127,13 @@ def concept_views(name: str, count: int = 8, seed: int = 0, size: int = 64,
     return views
 
 
-def write_concept(name: str, folder: str | Path, count: int = 8, seed: int = 0, size: int = 64) -> Path:
+def write_concept(name: str, folder: str | Path, count: int = 8, seed: int = 0, size: int = 64,
+                  beside_every: int = 3) -> Path:
     """A concept folder: ``<k>.png``, ``captions/<k>.txt`` (with ``<TOK>``) and ``masks/<k>.png``."""
     folder = Path(folder)
     (folder / "captions").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(exist_ok=True)
-    for k, (image, mask, text) in enumerate(concept_views(name, count, seed, size)):
+    for k, (image, mask, text) in enumerate(concept_views(name, count, seed, size, beside_every=beside_every)):
         image.save(folder / f"{k}.png")
         mask.save(folder / "masks" / f"{k}.png")
         (folder / "captions" / f"{k}.txt").write_text(text + "\n")
