@@ -4,6 +4,8 @@ with the overrides its name says, and its scores read every picture and pair eac
 import json
 import random
 
+import pytest
+
 
 def test_each_recipe_is_the_world_command_with_the_overrides_its_name_says(tmp_path):
     from mos_lightning.cli import build_cli
@@ -34,6 +36,8 @@ def test_views_with_another_thing_come_as_often_as_asked():
 
     assert beside(3) == [2, 5] and beside(2) == [1, 3, 5, 7]
     assert [v[2] for v in concept_views("heartcube")] == [v[2] for v in concept_views("heartcube", beside_every=3)]
+    with pytest.raises(ValueError, match="beside_every must be 1 or more"):
+        concept_views("heartcube", beside_every=0)
 
 
 def test_recipe_scores_read_every_picture_and_pair_each_recipe_against_the_worlds(tmp_path):

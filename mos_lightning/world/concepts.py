@@ -110,6 +110,8 @@ def concept_views(name: str, count: int = 8, seed: int = 0, size: int = 64, plac
     every ``beside_every``-th view has an ordinary thing beside it (captioned), the concept's mask only."""
     if name not in CONCEPTS:
         raise ValueError(f"unknown concept {name!r}; known: {sorted(CONCEPTS)}")
+    if beside_every < 1:
+        raise ValueError(f"beside_every must be 1 or more (1: every view has another thing), not {beside_every}")
     rng = random.Random(f"{name}-{seed}")
     backgrounds = sorted(BACKGROUNDS)
     rng.shuffle(backgrounds)

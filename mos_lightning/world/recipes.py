@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from ..atomic import write_json
+from ..atomic import atomic_path, write_json
 from ..resources import locate
 from .boxes import reading, signature
 from .claims import STRONG, Claims
@@ -106,7 +106,8 @@ class Recipes(Claims):
         self.evaluate()
         result = self.scores()
         write_json(self.out / "recipes.json", result)
-        (self.out / "recipes.md").write_text(report(result) + "\n")
+        with atomic_path(self.out / "recipes.md") as path:
+            path.write_text(report(result) + "\n")
         return result
 
 
