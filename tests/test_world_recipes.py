@@ -26,6 +26,18 @@ def test_each_recipe_is_the_world_command_with_the_overrides_its_name_says(tmp_p
     assert tuned["rank-16-lora-lr-x5"].model.hparams.lora_rank == 16
     folders = {name: cli.datamodule.hparams.concept_dir for name, cli in tuned.items()}
     assert folders["beside-every-2"].endswith("heartcube-beside-2") and folders["world"].endswith("/heartcube")
+    # the evaluation: every recipe's own model and the bound, on one-thing prompts only (the detector reads each)
+    import yaml
+    from conftest import REPO
+
+    from mos_lightning.world.recipes import PROMPTS
+
+    config = recipes.eval_config([*recipes.single_methods(RECIPES)], PROMPTS, recipes.seeds, "eval")
+    config.pop("verbose")  # a `test`-only option; run=False parses without a subcommand
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
+    evaluation = build_cli(["--config", str(tmp_path / "eval.yaml")], run=False)
+    assert [m.name for m in evaluation.model.methods] == list(RECIPES)
+    assert list(yaml.safe_load((REPO / PROMPTS).read_text())) == ["recontextualization"]
 
 
 def test_views_with_another_thing_come_as_often_as_asked():
@@ -56,7 +68,8 @@ def test_recipe_scores_read_every_picture_and_pair_each_recipe_against_the_world
             path = tmp_path / "eval" / "images" / f"{method}-{k}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             picture.save(path)
-            rows.append({"method": method, "concept": "heartcube", "path": str(path), "image_alignment": 0.5})
+            rows.append({"method": method, "concept": "heartcube", "path": str(path), "image_alignment": 0.5,
+                         "text_alignment": 1.0, "group": "recontextualization"})
     (tmp_path / "eval" / "scores.json").write_text(json.dumps(rows))
     result = Recipes(tmp_path, ["heartcube"], [101], None, "demo/world/clip", "demo/world/base").scores()
     assert result["recipes"]["world"]["detector"][0] == 1.0 and "vs_world_detector" not in result["recipes"]["world"]

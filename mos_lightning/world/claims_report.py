@@ -47,6 +47,22 @@ def _by_item(rows: list[dict], method: str, concept: str) -> list[dict]:
     return [r for r in rows if r["method"] == method and r["concept"] == concept]
 
 
+def judged_items(rows: list[dict], method: str, concepts: list[str], signatures: dict) -> dict[str, dict[str, np.ndarray]]:
+    """One method's items of an evaluation's ``scores.json``, per judge and concept (the items' order, the same for
+    every method): ``clip`` and ``detector`` on one-thing prompts (the recontextualization group; NaN elsewhere),
+    ``clip_two_things`` on the rest, ``text`` on all."""
+    items = {c: _by_item(rows, method, c) for c in concepts}
+    one = {c: [r["group"] == "recontextualization" for r in v] for c, v in items.items()}
+    return {"clip": {c: np.array([r["image_alignment"] if o else np.nan for r, o in zip(v, one[c], strict=True)])
+                     for c, v in items.items()},
+            "clip_two_things": {c: np.array([np.nan if o else r["image_alignment"]
+                                             for r, o in zip(v, one[c], strict=True)]) for c, v in items.items()},
+            "text": {c: np.array([r["text_alignment"] for r in v]) for c, v in items.items()},
+            "detector": {c: np.array([float(reading(Image.open(r["path"]).convert("RGB")) in signatures[c])
+                                      if o else np.nan for r, o in zip(v, one[c], strict=True)])
+                         for c, v in items.items()}}
+
+
 def fusion_scores(out: Path, concepts: list[str], clip: str) -> dict:
     """(b) from the held-out evaluation (``eval-held-out/scores.json``, items in the same order for every method):
     per regime and method, identity kept above the class-word bound by the world CLIP and by the exact detector, with
@@ -61,16 +77,7 @@ def fusion_scores(out: Path, concepts: list[str], clip: str) -> dict:
     signatures = {c: signature(c) for c in concepts}
 
     def arrays(method: str) -> dict[str, dict[str, np.ndarray]]:
-        items = {c: _by_item(rows, method, c) for c in concepts}
-        one = {c: [r["group"] == "recontextualization" for r in v] for c, v in items.items()}
-        return {"clip": {c: np.array([r["image_alignment"] if o else np.nan for r, o in zip(v, one[c], strict=True)])
-                         for c, v in items.items()},
-                "clip_two_things": {c: np.array([np.nan if o else r["image_alignment"]
-                                                 for r, o in zip(v, one[c], strict=True)]) for c, v in items.items()},
-                "text": {c: np.array([r["text_alignment"] for r in v]) for c, v in items.items()},
-                "detector": {c: np.array([float(reading(Image.open(r["path"]).convert("RGB")) in signatures[c])
-                                          if r["group"] == "recontextualization" else np.nan for r in v])
-                             for c, v in items.items()}}
+        return judged_items(rows, method, concepts, signatures)
 
     bound = arrays("bound")
     judges = ("clip", "detector", "text", "clip_two_things")

@@ -16,14 +16,13 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import yaml
-from PIL import Image
 
 from ..atomic import atomic_path, write_json
 from ..resources import locate
-from .boxes import reading, signature
+from .boxes import signature
 from .claims import STRONG, Claims
+from .claims_report import judged_items
 from .concepts import CONCEPTS, write_concept
 from .identity import bootstrap, difference, mean_score, tie_or_order
 from .markdown import interval_text
@@ -82,14 +81,7 @@ class Recipes(Claims):
         world recipe (the same prompts and seeds resampled for both)."""
         rows = json.loads((self.out / "eval" / "scores.json").read_text())
         signatures = {c: signature(c) for c in self.concepts}
-
-        def arrays(method: str) -> dict[str, dict[str, np.ndarray]]:
-            items = {c: [r for r in rows if r["method"] == method and r["concept"] == c] for c in self.concepts}
-            return {"detector": {c: np.array([float(reading(Image.open(r["path"]).convert("RGB")) in signatures[c])
-                                              for r in v]) for c, v in items.items()},
-                    "clip": {c: np.array([r["image_alignment"] for r in v]) for c, v in items.items()}}
-
-        judged = {m: arrays(m) for m in [*RECIPES, "bound"]}
+        judged = {m: judged_items(rows, m, self.concepts, signatures) for m in [*RECIPES, "bound"]}
         result: dict = {"concepts": self.concepts, "seeds": self.seeds, "prompts": PROMPTS, "recipes": {}}
         for recipe in [*RECIPES, "bound"]:
             row: dict = {"per_concept": {c: float(judged[recipe]["detector"][c].mean()) for c in self.concepts}}
