@@ -4,6 +4,7 @@
     python -m mos_lightning.world.check clip demo/world/clip           # the CLIP's zero-shot accuracy on them
     python -m mos_lightning.world.check base demo/world/base           # generation check, judged by the detector
     python -m mos_lightning.world.check things demo/world/base         # two- and three-thing captions, each in its slot
+    python -m mos_lightning.world.check regional demo/world/base       # the same with region control (regional_check)
 
 Zero-shot: a picture's class (colour, background) is the one whose *prompt ensemble* — the mean text embedding of
 every world caption with that class, over all colours and backgrounds — is nearest. The generation check samples
@@ -18,6 +19,7 @@ import argparse
 import itertools
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -119,17 +121,20 @@ def held_out_scenes(count: int, things: int, seed: int = 2468) -> list[Scene]:
     return scenes
 
 
-def thing_rates(scenes: list[Scene], images: list) -> dict[str, float]:
-    """Per thing: class, colour, both right in its slot; per picture: every thing right."""
+def slot_hits(scenes: list[Scene], images: list) -> list[list[tuple[bool, bool]]]:
+    """Per picture, per thing: (class right, colour right), read by the exact detector inside the thing's slot."""
     from .detector import detect
 
     hits = []
     for scene, image in zip(scenes, images, strict=True):
-        row = []
-        for thing, box in zip(scene.things, slot_boxes(len(scene.things)), strict=True):
-            found = detect(np.asarray(image), box)
-            row.append((found["class"] == thing.cls, found["colour"] == thing.colour))
-        hits.append(row)
+        found = [detect(np.asarray(image), box) for box in slot_boxes(len(scene.things))]
+        hits.append([(f["class"] == t.cls, f["colour"] == t.colour) for t, f in zip(scene.things, found, strict=True)])
+    return hits
+
+
+def thing_rates(scenes: list[Scene], images: list) -> dict[str, float]:
+    """Per thing: class, colour, both right in its slot; per picture: every thing right."""
+    hits = slot_hits(scenes, images)
     flat = [h for row in hits for h in row]
     return {"class": float(np.mean([c for c, _ in flat])), "colour": float(np.mean([c for _, c in flat])),
             "thing": float(np.mean([c and k for c, k in flat])),
@@ -160,10 +165,12 @@ def main(argv: list[str] | None = None) -> None:
     from ..metrics import CLIPFeatures
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["clip", "detector", "base", "things"])
+    parser.add_argument("what", choices=["clip", "detector", "base", "things", "regional"])
     parser.add_argument("folder", nargs="?", help="the CLIP folder (clip) or the base model folder (base)")
     parser.add_argument("--clip", help="judge the base with this world CLIP instead of the exact detector")
     parser.add_argument("--count", type=int, default=96)
+    parser.add_argument("--sketch", help="regional: also region control with this sketch adapter (demo/world/sketch)")
+    parser.add_argument("--figure", type=Path, help="regional: a PNG of the first two-thing scenes, a row per setting")
     args = parser.parse_args(argv)
     result: dict
     if args.what == "detector":
@@ -172,6 +179,10 @@ def main(argv: list[str] | None = None) -> None:
         result = clip_accuracy(CLIPFeatures(args.folder))
     elif args.what == "things":
         result = things_check(args.folder, args.count)
+    elif args.what == "regional":
+        from .regional_check import regional_check
+
+        result = regional_check(args.folder, args.count, sketch=args.sketch, figure=args.figure)
     else:
         result = generation_rates(args.folder, CLIPFeatures(args.clip) if args.clip else None, args.count)
     print(json.dumps(result, indent=2))

@@ -28,13 +28,17 @@ def world_scenes(count: int, seed: int = 0, things_weights: tuple[float, ...] = 
     return [random_scene(random.Random(f"world-{seed}-{k}"), weights=things_weights) for k in range(count)]
 
 
-def sparse_caption(scene: Scene, rng: random.Random) -> str:
-    """``scene``'s caption with one thing's colour and pattern named and every other thing by its class alone
+def named_caption(scene: Scene, named: int) -> str:
+    """``scene``'s caption with thing ``named``'s colour and pattern named and every other thing by its class alone
     ("a red ball and a ring on the sand")."""
-    named = rng.randrange(len(scene.things))
     words = {f"<{k}>": t.words() if k == named else f"a {t.cls}" for k, t in enumerate(scene.things)}
     keyed = Scene(scene.background, tuple(dataclasses.replace(t, concept=f"<{k}>") for k, t in enumerate(scene.things)))
     return caption(keyed, words)
+
+
+def sparse_caption(scene: Scene, rng: random.Random) -> str:
+    """:func:`named_caption` of one thing drawn at random."""
+    return named_caption(scene, rng.randrange(len(scene.things)))
 
 
 def caption_variants(scenes: list[Scene], captions: list[str], sparse: bool, seed: int = 0) -> list[list[str]]:
