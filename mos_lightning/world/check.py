@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["clip", "detector", "base", "things", "regional"])
-    parser.add_argument("folder", nargs="?", help="the CLIP folder (clip) or the base model folder (base)")
+    parser.add_argument("folder", nargs="?", help="the CLIP folder (clip) or the base model folder (base, things, regional)")
     parser.add_argument("--clip", help="judge the base with this world CLIP instead of the exact detector")
     parser.add_argument("--count", type=int, default=96)
     parser.add_argument("--sketch", help="regional: also region control with this sketch adapter (demo/world/sketch)")
