@@ -89,19 +89,30 @@ def detector_accuracy(count: int = 240) -> dict[str, float]:
     return rates(truth, detector_labels(images))
 
 
-def generation_rates(base: str, clip=None, count: int = 96, steps: int = 20, guidance: float = 5.0) -> dict[str, float]:
-    """Held-out single-thing captions sampled by ``base``, judged by ``clip`` or (``None``) the exact detector."""
+def load_base(base: str):
+    """The base model folder as an :class:`~mos_lightning.pipelines.EDLoRAPipeline`, offline, no progress bars."""
     from ..pipelines import EDLoRAPipeline
 
     pipe = EDLoRAPipeline.from_pretrained(base, local_files_only=True, safety_checker=None,
                                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample_captions(pipe, captions: list[str], steps: int = 20, guidance: float = 5.0) -> list:
+    """Caption ``k`` sampled with seed ``k``, no negative prompt, 16 at a time."""
+    images: list = []
+    for start in range(0, len(captions), 16):
+        chunk = captions[start:start + 16]
+        images += list(pipe.sample(chunk, list(range(start, start + len(chunk))), "", num_inference_steps=steps,
+                                   guidance_scale=guidance, height=64, width=64))
+    return images
+
+
+def generation_rates(base: str, clip=None, count: int = 96, steps: int = 20, guidance: float = 5.0) -> dict[str, float]:
+    """Held-out single-thing captions sampled by ``base``, judged by ``clip`` or (``None``) the exact detector."""
     truth = held_out(count, seed=54321)
-    images = []
-    for start in range(0, count, 16):
-        chunk = truth[start:start + 16]
-        images += list(pipe.sample([single_caption(*t) for t in chunk], list(range(start, start + len(chunk))), "",
-                                   num_inference_steps=steps, guidance_scale=guidance, height=64, width=64))
+    images = sample_captions(load_base(base), [single_caption(*t) for t in truth], steps, guidance)
     return rates(truth, detector_labels(images) if clip is None else classify(clip, images, prototypes(clip)))
 
 
@@ -141,23 +152,18 @@ def thing_rates(scenes: list[Scene], images: list) -> dict[str, float]:
             "picture": float(np.mean([all(c and k for c, k in row) for row in hits]))}
 
 
+def real_scene_pictures(scenes: list[Scene]) -> list:
+    """Real world pictures of ``scenes`` (the judge's ceiling of the several-things checks)."""
+    return [render(s, seed=950_000 + k)[0] for k, s in enumerate(scenes)]
+
+
 def things_check(base: str, count: int = 48, steps: int = 20, guidance: float = 5.0) -> dict[str, dict]:
     """Two- and three-thing held-out captions: the base's pictures and real pictures (the judge's ceiling)."""
-    from ..pipelines import EDLoRAPipeline
-
-    pipe = EDLoRAPipeline.from_pretrained(base, local_files_only=True, safety_checker=None,
-                                          requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    out = {}
+    pipe, out = load_base(base), {}
     for things in (2, 3):
         scenes = held_out_scenes(count, things)
-        real = [render(s, seed=950_000 + k)[0] for k, s in enumerate(scenes)]
-        drawn = []
-        for start in range(0, count, 16):
-            chunk = scenes[start:start + 16]
-            drawn += list(pipe.sample([caption(s) for s in chunk], list(range(start, start + len(chunk))), "",
-                                      num_inference_steps=steps, guidance_scale=guidance, height=64, width=64))
-        out[f"{things} things"] = {"base": thing_rates(scenes, drawn), "real": thing_rates(scenes, real)}
+        drawn = sample_captions(pipe, [caption(s) for s in scenes], steps, guidance)
+        out[f"{things} things"] = {"base": thing_rates(scenes, drawn), "real": thing_rates(scenes, real_scene_pictures(scenes))}
     return out
 
 

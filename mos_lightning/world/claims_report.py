@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..atomic import write_json
+from ..atomic import atomic_path, write_json
 from ..images import make_grid
 from .boxes import reading, signature
 from .claims_regional import REGIONAL_NAMES, composed_images, regional_section
@@ -154,7 +154,8 @@ def fusion_section(fusion: dict, concepts: list[str]) -> tuple[str, list[str]]:
 def save_enlarged(grid: np.ndarray, path: Path, factor: int = 2) -> None:
     """64 px pictures are small on a page: twice the size, pixels kept sharp."""
     image = Image.fromarray(grid)
-    image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST).save(path)
+    with atomic_path(path) as tmp:
+        image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST).save(tmp, format="PNG")
 
 
 def _row(out: Path, folder: str, concept: str, methods) -> list[np.ndarray]:

@@ -15,15 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from ..atomic import atomic_path
 from ..attention.regions import Region
+from ..images import make_grid
 from .boxes import Layout
-from .check import held_out_scenes, slot_hits
+from .check import held_out_scenes, load_base, real_scene_pictures, sample_captions, slot_hits
 from .claims_regional import paired_difference, pooled_rates
+from .claims_report import save_enlarged
 from .data import named_caption
-from .scenes import BACKGROUNDS, Scene, caption, render
+from .scenes import BACKGROUNDS, Scene, caption
 
 JUDGES = ("class", "colour", "thing")
 
@@ -66,10 +66,9 @@ SKETCHED = "control and sketch"  # region prompts and the scene's outlines throu
 
 def save_figure(path: Path, pictures: dict[str, list], columns: int = 8) -> None:
     """One row per setting (in ``pictures``' order), its first ``columns`` pictures, twice the size."""
-    rows = [np.concatenate([np.asarray(p) for p in found[:columns]], axis=1) for found in pictures.values()]
-    grid = Image.fromarray(np.concatenate(rows, axis=0))
-    with atomic_path(path) as tmp:
-        grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(tmp, format="PNG")
+    columns = min(columns, *(len(found) for found in pictures.values()))
+    cells = [np.asarray(p) for found in pictures.values() for p in found[:columns]]
+    save_enlarged(make_grid(cells, columns), path)
 
 
 def regional_check(base: str, count: int = 48, steps: int = 20, guidance: float = 5.0,
@@ -82,7 +81,6 @@ def regional_check(base: str, count: int = 48, steps: int = 20, guidance: float 
     import torch
     from tqdm.auto import tqdm
 
-    from ..pipelines import EDLoRAPipeline
     from ..pipelines.regional import AdapterCondition, RegionalPipeline
     from .sketch import scene_sketch
 
@@ -92,18 +90,12 @@ def regional_check(base: str, count: int = 48, steps: int = 20, guidance: float 
 
         conditions[SKETCHED] = (False, T2IAdapter.from_pretrained(sketch, local_files_only=True))
 
-    pipe = EDLoRAPipeline.from_pretrained(base, local_files_only=True, safety_checker=None,
-                                          requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_base(base)
     regional, out = RegionalPipeline(pipe), {}
     for n in things:
         scenes = held_out_scenes(count, n)
-        plain = []
-        for start in range(0, count, 16):  # in chunks of 16, as the things check samples
-            plain += list(pipe.sample([caption(s) for s in scenes[start:start + 16]],
-                                      list(range(start, min(start + 16, count))), "", num_inference_steps=steps,
-                                      guidance_scale=guidance, height=64, width=64))
-        pictures = {"real": [render(s, seed=950_000 + k)[0] for k, s in enumerate(scenes)], "without": plain}
+        pictures = {"real": real_scene_pictures(scenes),
+                    "without": sample_captions(pipe, [caption(s) for s in scenes], steps, guidance)}
         for name, (context, adapter) in conditions.items():
             pictures[name] = [regional(caption(s), scene_regions(s, context), negative_prompt="",
                                        num_inference_steps=steps, guidance_scale=guidance,
