@@ -34,3 +34,42 @@ def test_a_sparse_caption_names_one_things_colour_and_only_pictures_of_several_t
         else:
             assert len(options) == 2 and sum(options[1].count(f" {colour} ") for colour in COLOURS) == 1
     assert caption_variants(scenes, captions, sparse=False) == [[c] for c in captions]
+
+
+def test_a_grounding_loss_teaches_the_base_to_read_each_things_words_in_its_box(tmp_path):
+    """``train base --grounding W``: the same steps and batches with the loss leave the words' attention more inside
+    their things' boxes than without it (measured on other pictures than the training ones)."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from mos_lightning.world.attention_check import noised_latents
+    from mos_lightning.world.check import held_out_scenes, load_base, real_scene_pictures
+    from mos_lightning.world.grounding import attention_maps, grounding_loss, thing_box, thing_words_positions
+    from mos_lightning.world.scenes import caption
+    from mos_lightning.world.train import main as train
+
+    base = Path(__file__).resolve().parents[1] / "demo" / "world" / "base"
+    scenes = held_out_scenes(6, 2)
+    pictures = real_scene_pictures(scenes)
+
+    @torch.no_grad()
+    def loss_of(folder) -> float:
+        pipe, losses = load_base(str(folder)), []
+        with attention_maps(pipe.unet) as maps:
+            for k, (scene, picture) in enumerate(zip(scenes, pictures, strict=True)):
+                ids = pipe.tokenizer(caption(scene), padding="max_length", return_tensors="pt",
+                                     max_length=pipe.tokenizer.model_max_length).input_ids
+                maps.clear()
+                maps.recording = True
+                pipe.unet(noised_latents(pipe, picture, 500, seed=k), 500, pipe.text_encoder(ids)[0])
+                things = list(zip(thing_words_positions(pipe.tokenizer, scene), map(thing_box, scene.things), strict=True))
+                losses.append(grounding_loss(maps, [things]).item())
+        return float(np.mean(losses))
+
+    for weight in ("0", "20"):
+        train(["base", str(tmp_path / weight), "--resume", str(base), "--pictures", "32", "--unet-steps", "8",
+               "--batch", "8", "--device", "cpu", "--things-weights", "0,1,1", "--grounding", weight])
+    grounded, plain = loss_of(tmp_path / "20"), loss_of(tmp_path / "0")
+    assert grounded < plain - 0.02, (grounded, plain)

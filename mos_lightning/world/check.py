@@ -5,6 +5,7 @@
     python -m mos_lightning.world.check base demo/world/base           # generation check, judged by the detector
     python -m mos_lightning.world.check things demo/world/base         # two- and three-thing captions, each in its slot
     python -m mos_lightning.world.check regional demo/world/base       # the same with region control (regional_check)
+    python -m mos_lightning.world.check attention demo/world/base      # where its cross-attention reads each thing's words
 
 Zero-shot: a picture's class (colour, background) is the one whose *prompt ensemble* — the mean text embedding of
 every world caption with that class, over all colours and backgrounds — is nearest. The generation check samples
@@ -171,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     from ..metrics import CLIPFeatures
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["clip", "detector", "base", "things", "regional"])
-    parser.add_argument("folder", nargs="?", help="the CLIP folder (clip) or the base model folder (base, things, regional)")
+    parser.add_argument("what", choices=["clip", "detector", "base", "things", "regional", "attention"])
+    parser.add_argument("folder", nargs="?", help="the CLIP folder (clip) or the base model folder (base, things, regional, attention)")
     parser.add_argument("--clip", help="judge the base with this world CLIP instead of the exact detector")
     parser.add_argument("--count", type=int, default=96)
     parser.add_argument("--sketch", help="regional: also region control with this sketch adapter (demo/world/sketch)")
@@ -185,6 +186,10 @@ def main(argv: list[str] | None = None) -> None:
         result = clip_accuracy(CLIPFeatures(args.folder))
     elif args.what == "things":
         result = things_check(args.folder, args.count)
+    elif args.what == "attention":
+        from .attention_check import attention_check
+
+        result = attention_check(args.folder, args.count)
     elif args.what == "regional":
         from .regional_check import regional_check
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .data import caption_variants, world_pictures, world_scenes
 from .denoiser import train_denoiser
+from .grounding import thing_box, thing_words_positions
 from .model import HIDDEN, RESOLUTION, build_world_pipeline
 from .scenes import BACKGROUNDS, CLASSES, COLOURS, PATTERNS, THINGS_WEIGHTS
 
@@ -89,7 +90,7 @@ def encode_all(vae, images: torch.Tensor, device: str, batch: int = 256) -> tupl
 
 def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch: int, device: str, seed: int,
                resume: Path | None = None, things_weights: tuple[float, ...] = THINGS_WEIGHTS, lr: float = 3e-4,
-               stream: int | None = None, sparse_captions: bool = False) -> dict:
+               stream: int | None = None, sparse_captions: bool = False, grounding: float = 0.0) -> dict:
     """VAE, then UNet + text encoder; with ``resume`` (a base this function wrote), its VAE is kept and the
     denoiser trains ``unet_steps`` more from its weights (the record keeps the earlier run's). ``things_weights``:
     how often a picture has one, two, three things; ``stream``: the batches' generator seed (default 2, resumed 20);
@@ -115,16 +116,20 @@ def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch:
         vae_loss, vae_steps = None, 0
         mean, std = encode_all(pipe.vae.to(device), pixels, device)
     stream = stream if stream is not None else 2 if resume is None else 20  # a resumed run draws other batches
-    variants = caption_variants(world_scenes(pictures, seed, things_weights), captions, sparse_captions, seed)
+    scenes = world_scenes(pictures, seed, things_weights)
+    variants = caption_variants(scenes, captions, sparse_captions, seed)
+    targets = [list(zip(thing_words_positions(pipe.tokenizer, s), map(thing_box, s.things), strict=True))
+               for s in scenes] if grounding else None
     denoise_loss = train_denoiser(pipe, (mean, std), variants, unet_steps, batch, lr, device,
-                                  warmup=500 if resume is None else 100, stream=stream)
+                                  warmup=500 if resume is None else 100, stream=stream, grounding=grounding,
+                                  targets=targets)
     pipe.to("cpu")
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
         module.eval()
     pipe.save_pretrained(out)
     record = {"kind": "base", "pictures": pictures, "seed": seed, "things_weights": list(things_weights),
               "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch, "lr": lr, "stream": stream,
-              "sparse_captions": sparse_captions,
+              "sparse_captions": sparse_captions, **({"grounding": grounding} if grounding else {}),
               "final_vae_loss": vae_loss, "final_denoise_loss": denoise_loss,
               "scaling_factor": pipe.vae.config.scaling_factor, "minutes": round((time.time() - start) / 60, 1),
               "machine": machine(), "torch": torch.__version__}
@@ -215,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=3e-4, help="base: the denoiser's learning rate")
     parser.add_argument("--stream", type=int, help="base: the batches' generator seed (default 2; 20 when resuming)")
     parser.add_argument("--sparse-captions", action="store_true", help="base: also name one thing's colour only")
+    parser.add_argument("--grounding", type=float, default=0.0,
+                        help="base: weight of the loss asking each thing's words to attend inside its box (0: none)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "base":
         record = train_base(out, args.pictures, args.vae_steps, args.unet_steps, args.batch, args.device, args.seed,
                             args.resume, tuple(float(w) for w in args.things_weights.split(",")), args.lr, args.stream,
-                            args.sparse_captions)
+                            args.sparse_captions, args.grounding)
     else:
         record = train_clip(out, args.pictures, args.clip_steps, args.batch, args.device, args.seed)
     log(f"wrote {out}: {json.dumps(record)}")
