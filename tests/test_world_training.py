@@ -44,10 +44,9 @@ def test_a_grounding_loss_teaches_the_base_to_read_each_things_words_in_its_box(
     import numpy as np
     import torch
 
-    from mos_lightning.world.attention_check import noised_latents
+    from mos_lightning.world.attention_check import record_scene
     from mos_lightning.world.check import held_out_scenes, load_base, real_scene_pictures
-    from mos_lightning.world.grounding import attention_maps, grounding_loss, thing_box, thing_words_positions
-    from mos_lightning.world.scenes import caption
+    from mos_lightning.world.grounding import attention_maps, grounding_loss, scene_targets
     from mos_lightning.world.train import main as train
 
     base = Path(__file__).resolve().parents[1] / "demo" / "world" / "base"
@@ -56,17 +55,11 @@ def test_a_grounding_loss_teaches_the_base_to_read_each_things_words_in_its_box(
 
     @torch.no_grad()
     def loss_of(folder) -> float:
-        pipe, losses = load_base(str(folder)), []
+        pipe = load_base(str(folder))
         with attention_maps(pipe.unet) as maps:
-            for k, (scene, picture) in enumerate(zip(scenes, pictures, strict=True)):
-                ids = pipe.tokenizer(caption(scene), padding="max_length", return_tensors="pt",
-                                     max_length=pipe.tokenizer.model_max_length).input_ids
-                maps.clear()
-                maps.recording = True
-                pipe.unet(noised_latents(pipe, picture, 500, seed=k), 500, pipe.text_encoder(ids)[0])
-                things = list(zip(thing_words_positions(pipe.tokenizer, scene), map(thing_box, scene.things), strict=True))
-                losses.append(grounding_loss(maps, [things]).item())
-        return float(np.mean(losses))
+            return float(np.mean([grounding_loss(record_scene(pipe, maps, scene, picture, 500, seed=k),
+                                                 [scene_targets(pipe.tokenizer, scene)]).item()
+                                  for k, (scene, picture) in enumerate(zip(scenes, pictures, strict=True))]))
 
     for weight in ("0", "20"):
         train(["base", str(tmp_path / weight), "--resume", str(base), "--pictures", "32", "--unet-steps", "8",

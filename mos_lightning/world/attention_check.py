@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..tokens import tokenize
 from .check import held_out_scenes, load_base, real_scene_pictures
-from .grounding import attention_maps, inside_share, thing_box, thing_words_positions
+from .grounding import AttentionMaps, attention_maps, inside_share, thing_box, thing_words_positions
 from .identity import bootstrap, mean_score
-from .scenes import caption
+from .scenes import Scene, caption
 
 TIMESTEPS = (750, 500, 250)
 WORDS = {"colour": 0, "class": -1}  # which of a thing's words: its first (colour) and its last (class)
@@ -27,6 +28,17 @@ def noised_latents(pipe, image, t: int, seed: int) -> torch.Tensor:
     latent = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
     return pipe.scheduler.add_noise(latent, noise, torch.tensor([t]))
+
+
+def record_scene(pipe, maps: AttentionMaps, scene: Scene, picture, t: int, seed: int) -> AttentionMaps:
+    """``maps`` (installed by :func:`~mos_lightning.world.grounding.attention_maps`) filled by one UNet call on the
+    scene's picture noised to ``t``, under its caption."""
+    states = pipe.text_encoder(tokenize(pipe.tokenizer, [caption(scene)]))[0]
+    maps.clear()
+    maps.recording = True
+    pipe.unet(noised_latents(pipe, picture, t, seed), t, states)
+    maps.recording = False
+    return maps
 
 
 def own_minus_other(maps, positions: list[list[int]], boxes: list[tuple], word: int) -> list[float]:
@@ -48,12 +60,7 @@ def attention_check(base: str, count: int = 48, timesteps: tuple[int, ...] = TIM
         for t in timesteps:
             rows: dict[str, list[list[float]]] = {word: [] for word in WORDS}
             for k, (scene, picture) in enumerate(zip(scenes, pictures, strict=True)):
-                ids = pipe.tokenizer(caption(scene), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                                     truncation=True, return_tensors="pt").input_ids
-                maps.clear()
-                maps.recording = True
-                pipe.unet(noised_latents(pipe, picture, t, seed=k), t, pipe.text_encoder(ids)[0])
-                maps.recording = False
+                record_scene(pipe, maps, scene, picture, t, seed=k)
                 positions, boxes = thing_words_positions(pipe.tokenizer, scene), [thing_box(th) for th in scene.things]
                 for word, index in WORDS.items():
                     rows[word].append(own_minus_other(maps, positions, boxes, index))

@@ -9,9 +9,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from .grounding import attention_maps, grounding_loss
-
-Targets = list[list[tuple[list[int], tuple]]]  # per picture, its things' word positions in its exact caption and boxes
+from .grounding import Targets, attention_maps, grounding_loss
 
 
 def train_denoiser(pipe, latents: tuple[torch.Tensor, torch.Tensor], captions: list[list[str]], steps: int,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .data import caption_variants, world_pictures, world_scenes
 from .denoiser import train_denoiser
-from .grounding import thing_box, thing_words_positions
+from .grounding import scene_targets
 from .model import HIDDEN, RESOLUTION, build_world_pipeline
 from .scenes import BACKGROUNDS, CLASSES, COLOURS, PATTERNS, THINGS_WEIGHTS
 
@@ -118,8 +118,7 @@ def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch:
     stream = stream if stream is not None else 2 if resume is None else 20  # a resumed run draws other batches
     scenes = world_scenes(pictures, seed, things_weights)
     variants = caption_variants(scenes, captions, sparse_captions, seed)
-    targets = [list(zip(thing_words_positions(pipe.tokenizer, s), map(thing_box, s.things), strict=True))
-               for s in scenes] if grounding else None
+    targets = [scene_targets(pipe.tokenizer, s) for s in scenes] if grounding else None
     denoise_loss = train_denoiser(pipe, (mean, std), variants, unet_steps, batch, lr, device,
                                   warmup=500 if resume is None else 100, stream=stream, grounding=grounding,
                                   targets=targets)
