@@ -63,7 +63,10 @@ def token(concept: str) -> str:
 
 class Claims:
     """The run's stages (tune → fuse → evaluate → compose), each a set of ``mos-lightning`` commands that skips what
-    is already in ``out``; :meth:`run` does them all and writes the report."""
+    is already in ``out``; :meth:`run` does them all and writes the report. A subclass picks other tunings, fusions
+    or regional settings through the four class attributes (:mod:`~mos_lightning.world.claims_variant` does)."""
+
+    tunings, regimes, solvers, conditions = TUNINGS, REGIMES, SOLVERS, REGIONAL_CONDITIONS
 
     def __init__(self, out: Path, concepts: list[str], seeds: list[int], steps: int | None, clip: str, base: str,
                  jobs: int = 1, held_out_seeds: list[int] | None = None, duplicates: bool = False,
@@ -116,7 +119,7 @@ class Claims:
     def tune_commands(self) -> dict[str, list[str]]:
         """Stage name → ``mos-lightning`` arguments of every tuning not yet on disk."""
         commands = {}
-        for method, overrides in TUNINGS.items():
+        for method, overrides in self.tunings.items():
             for concept in self.concepts:
                 if self.edlora(method, concept).is_file():
                     continue
@@ -143,9 +146,9 @@ class Claims:
 
     def fuse_commands(self) -> dict[str, list[str]]:
         commands = {}
-        for regime, method in REGIMES.items():
+        for regime, method in self.regimes.items():
             concepts = json.dumps([{"path": str(self.edlora(method, c))} for c in self.concepts])
-            for solver, component in SOLVERS.items():
+            for solver, component in self.solvers.items():
                 if (self.fused(regime, solver) / "model_index.json").is_file():
                     continue
                 commands[f"fuse {regime} {solver}"] = [
@@ -181,9 +184,9 @@ class Claims:
         bound = {"name": "bound", "base_model": self.base, "class_word": True}
         runs = {
             "eval": (self.single_methods(SINGLE) + [bound], "configs/world/prompts/eval.yaml", self.seeds),
-            "eval-held-out": (self.single_methods(REGIMES.values())
+            "eval-held-out": (self.single_methods(self.regimes.values())
                               + [{"name": f"fused-{r}-{s}", "base_model": str(self.fused(r, s))}
-                                 for r in REGIMES for s in SOLVERS] + [bound],
+                                 for r in self.regimes for s in self.solvers] + [bound],
                               "configs/world/prompts/held_out.yaml", self.held_out_seeds),
         }
         for folder, (methods, prompts, seeds) in runs.items():
@@ -198,7 +201,7 @@ class Claims:
         layouts = [layout for layout in LAYOUTS if set(layout.concepts) <= set(self.concepts)]
         names = {c: token(c) for c in self.concepts}
         model = str(self.fused("weak", "default"))
-        for condition, options in REGIONAL_CONDITIONS.items():
+        for condition, options in self.conditions.items():
             if not (self.out / "regional" / condition).is_dir():
                 settings = {"box_rounding": "inward", "bounded_steps": 0, **options}  # the reference unless named
                 scene = {k: settings.pop(k) for k in ("context", "sketch", "regions", "sketch_weight", "seeds")

@@ -125,20 +125,20 @@ def in_place_scores(out: Path, layouts: list[Layout], concepts: list[str], names
 
 
 def regional_scores(out: Path, layouts: list[Layout], concepts: list[str], names: dict[str, str],
-                    real: int = 16) -> dict:
-    """Per layout: box and whole-picture rates for each condition (:func:`regional_conditions`), on real pictures
-    (the judge's ceiling) and for each concept drawn alone (:func:`sampled_hits`, the model's ceiling); under
+                    real: int = 16, conditions: list[str] | None = None) -> dict:
+    """Per layout: box and whole-picture rates for each of ``conditions`` (default :func:`regional_conditions`), on
+    real pictures (the judge's ceiling) and for each concept drawn alone (:func:`sampled_hits`, the model's ceiling); under
     ``classes`` the same rates for the concept's class in any colour (a thing of the right kind in the box)."""
     signatures = {c: signature(c) for c in concepts}
     judges: dict[str, dict] = {"signatures": signatures, "classes": class_judges(signatures)}
     scores: dict = {"signatures": {c: sorted(map(list, s)) for c, s in signatures.items()}, "layouts": {}}
-    prompts = alone_prompts(layouts, names)
+    prompts, conditions = alone_prompts(layouts, names), conditions or regional_conditions()
     for index, layout in enumerate(layouts):
         pictures = {"real": real_pictures(layout, real)}
-        for condition in regional_conditions():
+        for condition in conditions:
             pictures[condition] = [Image.open(p).convert("RGB") for p in composed_images(out, condition, index)]
         row = {}
-        for condition in ["real", "alone", *regional_conditions()]:
+        for condition in ["real", "alone", *conditions]:
             rates = {}
             for name, judge in judges.items():
                 hits = (sampled_hits(out, layout, judge, prompts, names) if condition == "alone"
