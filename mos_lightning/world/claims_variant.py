@@ -2,7 +2,7 @@
 against a finished claims run on the same layouts and seeds:
 
     python -m mos_lightning.world.claims_variant outputs/variant --against outputs/claims \\
-        --recipe reference-losses --jobs 2          # about 25 minutes on 2 CPU cores
+        --recipe reference-losses --jobs 2          # about 15 minutes on 2 CPU cores
 
 The six concepts tuned with ED-LoRA (the claims run's recipe, ``configs/world/edlora.yaml``, with the ``--recipe``'s
 and ``--tuning-args``' overrides), fused by the default solver, and (c)'s layouts composed under each regional
@@ -45,7 +45,6 @@ RECIPES = {  # name → command-line overrides of configs/world/edlora.yaml
     "reference-attention": _losses(mask_loss=False),
 }
 CONDITIONS = ["with", "context", "sketch", "context-sketch"]  # the settings (c) compares most often
-RATES = {"boxes": lambda r: r, "all": lambda r: r, "class": lambda r: r["classes"]}  # which hits each rate pools
 
 
 class VariantClaims(Claims):
