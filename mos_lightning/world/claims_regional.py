@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from .boxes import Layout, box_hits, class_judges, layout_scenes, reading, real_pictures, signature, summarise
-from .markdown import interval_text, markdown_table
+from .markdown import interval_text, markdown_table, signed_text
 
 LAYOUTS = (
     Layout("starbox-bandball", ("starbox", "bandball"), "grass"),
@@ -241,15 +241,11 @@ def regional_section(regional: dict) -> tuple[str, list[str]]:
         kind = ""
         if classes:
             kind_diff = paired_difference([r["classes"] for r in rows_a], [r["classes"] for r in rows_b])
-            kind = f"; the class in its box {_signed(kind_diff['boxes'])}"
-        lines.append(f"- {REGIONAL_NAMES.get(option, option)}: boxes {_signed(diff['boxes'])}, whole pictures "
-                     f"{_signed(diff['all'])}{kind}")
+            kind = f"; the class in its box {signed_text(kind_diff['boxes'])}"
+        lines.append(f"- {REGIONAL_NAMES.get(option, option)}: boxes {signed_text(diff['boxes'])}, whole pictures "
+                     f"{signed_text(diff['all'])}{kind}")
         said.append(f"{REGIONAL_NAMES.get(option, option)} against the reference's control: boxes "
-                    f"{_signed(diff['boxes'])}, whole pictures {_signed(diff['all'])}")
+                    f"{signed_text(diff['boxes'])}, whole pictures {signed_text(diff['all'])}")
     text.append("Each option minus the reference's control (paired: the same layouts and seeds, pictures resampled "
                 "within each layout; a difference whose interval holds 0 is a tie):\n\n" + "\n".join(lines))
     return "\n\n".join(text), said
-
-
-def _signed(value: tuple) -> str:
-    return f"{value[0]:+.0%} [{value[1]:+.0%}, {value[2]:+.0%}] ({value[3]})"

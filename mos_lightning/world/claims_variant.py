@@ -27,7 +27,7 @@ from ..resources import locate
 from .claims import REGIMES, SOLVERS, TUNINGS, Claims, token
 from .claims_regional import LAYOUTS, REGIONAL_CONDITIONS, REGIONAL_NAMES, paired_difference, pooled_rates, regional_scores
 from .concepts import CONCEPTS
-from .markdown import interval_text
+from .markdown import interval_text, signed_text
 
 
 def _losses(mask_loss: bool) -> list[str]:
@@ -59,8 +59,9 @@ class VariantClaims(Claims):
         self.tunings = {REGIMES["weak"]: [*TUNINGS[REGIMES["weak"]], *tuning_args]}
         self.conditions = {c: REGIONAL_CONDITIONS[c] for c in conditions}
 
-    def scores(self) -> dict:
-        return regional_scores(self.out, list(LAYOUTS), self.concepts, {c: token(c) for c in self.concepts},
+    def scores(self, run: Path | None = None) -> dict:
+        """(c)'s rates of this variant's pictures, or of ``run``'s for the same settings."""
+        return regional_scores(run or self.out, list(LAYOUTS), self.concepts, {c: token(c) for c in self.concepts},
                                conditions=[*self.conditions, "without"])
 
 
@@ -88,13 +89,9 @@ def report(result: dict, header: str) -> str:
              "| class vs against |", "| --- |" + " ---: |" * 6]
     for condition, row in result.items():
         rates = [interval_text(row["rates"][k]) for k in ("boxes", "all", "class")]
-        diffs = [_signed(row["minus against"][k]) if "minus against" in row else "" for k in ("boxes", "all", "class")]
+        diffs = [signed_text(row["minus against"][k]) if "minus against" in row else "" for k in ("boxes", "all", "class")]
         lines.append(f"| {REGIONAL_NAMES.get(condition, condition)} | " + " | ".join(rates + diffs) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _signed(value) -> str:
-    return f"{value[0]:+.0%} [{value[1]:+.0%}, {value[2]:+.0%}] {value[3]}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,9 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     claims.tune()
     claims.fuse()
     claims.compose()
-    variant = claims.scores()
-    result = compare(variant, regional_scores(against, list(LAYOUTS), claims.concepts,
-                                              {c: token(c) for c in claims.concepts}, conditions=[*args.conditions, "without"]))
+    result = compare(claims.scores(), claims.scores(against))
     header = (f"# (c) for a variant, paired against {against}\n\nbase {args.base}, sketch {args.sketch}, recipe "
               f"{args.recipe}, tuning arguments {tuning_args}; 95 % intervals (pictures resampled within each layout); "
               "a difference whose interval holds 0 is a tie. The intervals resample pictures, not tunings: one retuning of "
@@ -131,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     write_json(out / "variant.json", {"base": args.base, "sketch": args.sketch, "recipe": args.recipe,
                                       "tuning_args": tuning_args, "against": str(against), "result": result,
                                       "timing_s": claims.timing})
+    text = report(result, header)
     with atomic_path(out / "variant.md") as tmp:
-        tmp.write_text(report(result, header))
-    print(report(result, header))
+        tmp.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
