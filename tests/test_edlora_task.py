@@ -289,7 +289,10 @@ def test_kv_lora_dropout_switches_off_cross_attention_kv_loras(tiny_model_dir, c
     task.compute_loss(_fixed_batch(concept_dir))[0].backward()
     kv = {n: p.grad for n, p in task.model.unet.named_parameters() if "lora_A" in n and "attn2.to_" in n
           and n.split("attn2.to_")[1][0] in "kv"}
-    others = [p.grad for n, p in task.model.unet.named_parameters() if "lora_A" in n and "attn1." in n]
-    assert len(kv) == 32 and all(g is not None and g.abs().sum() > 0 for g in others)
+    # self-attention's value and output LoRAs: its query and key LoRAs get no gradient where a level has one cell
+    # (the tiny model's mid block: softmax over one key is 1 whatever q and k are)
+    others = [p.grad for n, p in task.model.unet.named_parameters() if "lora_A" in n and "attn1." in n
+              and n.split("attn1.to_")[1][0] in "vo"]
+    assert len(kv) == 32 and len(others) == 32 and all(g is not None and g.abs().sum() > 0 for g in others)
     assert all((g is None or g.abs().sum() == 0) == (rate == 1.0) for g in kv.values())
     assert all(m.scaling["edlora"] == 1.0 for m in task.model.kv_lora)  # restored after the step

@@ -28,6 +28,11 @@ def trained(tiny_model_dir, tmp_path_factory):
     return files
 
 
+# the fusion report's held-out and base-drift checks off, for tests about the solve or the statistics (about a third
+# of a small fusion's time goes to the checks)
+CHECKS_OFF = ("--model.init_args.held_out_prompts", "[]", "--model.init_args.base_prompts", "[]")
+
+
 def fuse_args(model_dir, files, out, *extra):
     concepts = json.dumps([{"path": str(f)} for f in files])
     return ["predict", "--config", str(REPO / "configs/demo/fusion.yaml"),
@@ -82,7 +87,8 @@ def test_lbfgs_solver_reaches_the_closed_form_objective(tiny_model_dir, tmp_path
                          "--model.init_args.solver.init_args.text_encoder_iterations", "100",
                          "--model.init_args.solver.init_args.unet_iterations", "100"]}
     for solver, args in solvers.items():
-        build_cli(fuse_args(tiny_model_dir, files, tmp_path / solver, *args, "--model.init_args.num_inference_steps", "3"))
+        build_cli(fuse_args(tiny_model_dir, files, tmp_path / solver, *args, "--model.init_args.num_inference_steps", "3",
+                            *CHECKS_OFF))
         reports[solver] = json.loads((tmp_path / solver / "fusion_report.json").read_text())
     assert reports["lbfgs"]["solver"] == {"class_path": "mos_lightning.fusion.solvers.LBFGS", "init_args": {
         "text_encoder_iterations": 100, "unet_iterations": 100, "history_size": 10, "tolerance_grad": 1e-12,
@@ -106,11 +112,13 @@ def test_statistics_and_weights_agree_between_one_process_and_two_simulated_node
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each simulated node's process gets (OMP_NUM_THREADS=1): same CPU kernels
     try:
-        build_cli(fuse_args(tiny_model_dir, files, tmp_path / "one", "--model.init_args.num_inference_steps", "3"))
+        build_cli(fuse_args(tiny_model_dir, files, tmp_path / "one", "--model.init_args.num_inference_steps", "3",
+                            *CHECKS_OFF))
     finally:
         torch.set_num_threads(threads)
     # two simulated nodes (one process each, both local rank 0): the same global ranks as two processes on one
-    run_on_nodes(fuse_args(tiny_model_dir, files, tmp_path / "two", "--model.init_args.num_inference_steps", "3"))
+    run_on_nodes(fuse_args(tiny_model_dir, files, tmp_path / "two", "--model.init_args.num_inference_steps", "3",
+                           *CHECKS_OFF))
     one, two = (json.loads((tmp_path / d / "fusion_report.json").read_text()) for d in ("one", "two"))
     assert two["world_size"] == 2 and list(two["fidelity"]) == ["cat", "dog", "fox"]
     for stage in one["layers"]:
@@ -157,7 +165,7 @@ def test_bad_concept_lists_fail_before_the_base_model_loads(tiny_model_dir, tmp_
 def test_saved_statistics_replace_running_the_concepts_models(tiny_model_dir, tmp_path):
     files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
              for i, n in enumerate(("cat", "dog", "fox"))]
-    steps = ("--model.init_args.num_inference_steps", "3")
+    steps = ("--model.init_args.num_inference_steps", "3", *CHECKS_OFF)
     build_cli(fuse_args(tiny_model_dir, files[:2], tmp_path / "first", *steps, "--model.init_args.save_stats", "true"))
     assert all((tmp_path / f"{n}.fusion-stats.safetensors").is_file() for n in ("cat", "dog"))
     build_cli(fuse_args(tiny_model_dir, files[:2], tmp_path / "again", *steps))
@@ -171,7 +179,8 @@ def test_saved_statistics_replace_running_the_concepts_models(tiny_model_dir, tm
     three = json.loads((tmp_path / "three" / "fusion_report.json").read_text())
     assert [v.split(" ")[0] for v in three["statistics"].values()] == ["read", "read", "recorded"]
     # other settings: the saved statistics no longer apply and are recorded afresh
-    build_cli(fuse_args(tiny_model_dir, files[:1], tmp_path / "other", "--model.init_args.num_inference_steps", "2"))
+    build_cli(fuse_args(tiny_model_dir, files[:1], tmp_path / "other", "--model.init_args.num_inference_steps", "2",
+                        *CHECKS_OFF))
     other = json.loads((tmp_path / "other" / "fusion_report.json").read_text())
     assert other["statistics"]["cat"].startswith("recorded") and "num_inference_steps" in other["statistics"]["cat"]
 

@@ -22,7 +22,7 @@ CONCEPTS = ("buoyring", "moonball", "zigcone")
 def study():
     edloras = {c: str(REPO / "tests/data/world_strong" / f"{c}.safetensors") for c in CONCEPTS}
     study = Study(str(REPO / "demo/world/base"), edloras, str(REPO / "demo/world/clip"), world_settings(),
-                  seeds=tuple(range(100, 106)), report=False)
+                  seeds=tuple(range(100, 104)), report=False)
     study.evaluate("own", lambda i: study.own(i))
     study.evaluate("bound", None, class_word=True)
     return study
@@ -36,8 +36,8 @@ def kept(study, name: str, judge: str) -> float:
 def test_the_default_fusion_keeps_identity_the_naive_merge_loses(study):
     study.evaluate("naive", study.fuse(NaiveSum()))
     study.evaluate("default", study.fuse(default_solver()))
-    # the exact detector: the concepts' class and colours (measured: default 92 %, naive 25 % of the above-bound
-    # identity; the exact closed form, swapped in as the default, fails the CLIP line)
+    # the exact detector: the concepts' class and colours (measured: default 89 %, naive 22 % of the above-bound
+    # identity; the exact closed form, swapped in as the default, fails both lines: 11 %, CLIP 52 %)
     default, naive = kept(study, "default", "detector"), kept(study, "naive", "detector")
     assert default >= 0.75 and default > naive + 0.3, (default, naive)
     # the world CLIP: the default keeps the identity as well (measured 96 %; with three concepts the naive merge's

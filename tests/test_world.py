@@ -107,7 +107,7 @@ def test_tuning_on_the_trained_world_brings_the_concept_closer_to_its_photos(tmp
     build_cli(["fit", "--config", str(REPO / "configs/world/edlora.yaml"),
                "--config", str(REPO / "configs/world/concepts/bandball.yaml"),
                "--model.init_args.output_dir", str(tmp_path / "edlora"), "--model.init_args.fusion_stats", "false",
-               "--data.init_args.concept_dir", str(folder), "--trainer.max_steps", "120",
+               "--data.init_args.concept_dir", str(folder), "--trainer.max_steps", "80",
                "--trainer.callbacks", "[]", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                "--trainer.default_root_dir", str(tmp_path / "logs")])
     pipe = EDLoRAPipeline.from_pretrained(str(WORLD_BASE), local_files_only=True)

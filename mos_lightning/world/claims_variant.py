@@ -13,7 +13,7 @@ their concept's class in any colour, with 95 % intervals, and each minus the sam
 the same layouts and seeds). Why: a change to the base or to concept tuning is judged by what it does to
 composition, not only to each concept alone (CLAIMS.md (c)). The intervals resample pictures, not tunings: the
 world recipe tuned again under another seed (``--tuning-args "--seed_everything 1 --model.init_args.init_seed 1"``)
-moved these rates by up to 14 points, so pair a recipe with such a retuning before reading a difference as its."""
+moved these rates by up to 14 points, so compare recipes over several tunings each (``world.claims_tunings``)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,11 @@ import json
 import shlex
 from pathlib import Path
 
-from ..atomic import atomic_path, write_json
 from ..resources import locate
 from .claims import REGIMES, SOLVERS, TUNINGS, Claims, token
 from .claims_regional import LAYOUTS, REGIONAL_CONDITIONS, REGIONAL_NAMES, paired_difference, pooled_rates, regional_scores
 from .concepts import CONCEPTS
-from .markdown import interval_text, signed_text
+from .markdown import interval_text, signed_text, write_results
 
 
 def _losses(mask_loss: bool) -> list[str]:
@@ -123,13 +122,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.recipe}, tuning arguments {tuning_args}; 95 % intervals (pictures resampled within each layout); "
               "a difference whose interval holds 0 is a tie. The intervals resample pictures, not tunings: one retuning of "
               "the same recipe under another seed moved these rates by up to 14 points (CLAIMS.md (c)).")
-    write_json(out / "variant.json", {"base": args.base, "sketch": args.sketch, "recipe": args.recipe,
-                                      "tuning_args": tuning_args, "against": str(against), "result": result,
-                                      "timing_s": claims.timing})
-    text = report(result, header)
-    with atomic_path(out / "variant.md") as tmp:
-        tmp.write_text(text)
-    print(text)
+    data = {"base": args.base, "sketch": args.sketch, "recipe": args.recipe, "tuning_args": tuning_args,
+            "against": str(against), "result": result, "timing_s": claims.timing}
+    write_results(out, "variant", data, report(result, header))
 
 
 if __name__ == "__main__":
