@@ -66,6 +66,7 @@ class EDLoRAModel(nn.Module):
         init_seed: int = 0,
         cache_latents: bool = True,
         kv_lora_dropout: float = 0.0,
+        unet_lora_targets: Sequence[str] = UNET_TARGETS,
     ):
         super().__init__()
         if not 0.0 <= kv_lora_dropout <= 1.0:
@@ -92,7 +93,7 @@ class EDLoRAModel(nn.Module):
         self.vocabulary_size = min(self.concept_tokens.token_ids.tolist())  # type: ignore[operator]  # rows before the concept's new tokens
         self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
         if lora_rank > 0:
-            add_lora(self.unet, UNET_TARGETS, lora_rank, lora_alpha)
+            add_lora(self.unet, unet_lora_targets, lora_rank, lora_alpha)
             add_lora(self.text_encoder, TEXT_ENCODER_TARGETS, lora_rank, lora_alpha)
         self.kv_lora_dropout = kv_lora_dropout
         self.kv_lora = [m for n, m in self.unet.named_modules()

@@ -15,15 +15,23 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the reference's: every attention projection
+FEED_FORWARD_TARGETS = ("ff.net.0.proj", "ff.net.2")  # the transformer blocks' feed-forward layers (not the paper's)
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 ADAPTER = "edlora"
 
 
 def add_lora(model: nn.Module, targets: Sequence[str], rank: int, alpha: float) -> None:
-    """Inject a trainable rank-``rank`` LoRA (A Kaiming-uniform, B zeros) into ``targets``."""
+    """Inject a trainable rank-``rank`` LoRA (A Kaiming-uniform, B zeros) into ``targets`` (module-name suffixes);
+    every target must name linear layers: fusion and merging work on linear weights."""
     config = LoraConfig(r=rank, lora_alpha=alpha * rank, target_modules=list(targets), init_lora_weights=True)
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    wrapped = {n: getattr(m, "base_layer", m) for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+    not_linear = sorted(n for n, m in wrapped.items() if not isinstance(m, nn.Linear))
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in wrapped)]
+    if not_linear or missing:
+        raise ValueError(f"LoRA targets must name linear layers of {type(model).__name__}: "
+                         + (f"{not_linear[:3]} are not linear" if not_linear else f"{missing} match no layer"))
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

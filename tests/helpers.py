@@ -58,11 +58,11 @@ def make_trainer(root, max_steps, **overrides) -> pl.Trainer:
     return pl.Trainer(**kwargs)
 
 
-def random_edlora(tiny_model_dir, name="cat", embeddings=None, seed=0, lora_std=0.3) -> EDLoRA:
+def random_edlora(tiny_model_dir, name="cat", embeddings=None, seed=0, lora_std=0.3, unet_targets=UNET_TARGETS) -> EDLoRA:
     """An ED-LoRA for the tiny model with random embeddings and LoRA weights (a stand-in for a tuned concept)."""
     torch.manual_seed(seed)
     base = load_base_model(str(tiny_model_dir))
-    add_lora(base.unet, UNET_TARGETS, 4, 1.0)
+    add_lora(base.unet, unet_targets, 4, 1.0)
     add_lora(base.text_encoder, TEXT_ENCODER_TARGETS, 4, 1.0)
     unet = {k: torch.randn_like(v) * lora_std for k, v in lora_state_dict(base.unet).items()}
     text = {k: torch.randn_like(v) * lora_std for k, v in lora_state_dict(base.text_encoder).items()}

@@ -6,6 +6,7 @@ import torch
 from helpers import make_data, make_task, make_trainer
 
 from mos_lightning.edlora_file import load_edlora
+from mos_lightning.lora import FEED_FORWARD_TARGETS, UNET_TARGETS
 from mos_lightning.losses import attention_regularisation
 from mos_lightning.models import load_base_model
 
@@ -105,6 +106,15 @@ def test_baseline_switches(tiny_model_dir, tmp_path):
     p_plus.configure_model()
     assert [g["name"] for g in p_plus.trainable_groups()] == ["embeddings"]
     assert p_plus.export().unet_lora == {}
+    # LoRA on the feed-forward layers too (an option beyond the paper): exported with the attention LoRAs
+    wider = make_task(tiny_model_dir, tmp_path, unet_lora_targets=(*UNET_TARGETS, *FEED_FORWARD_TARGETS))
+    wider.configure_model()
+    modules = {k.rsplit(".lora_", 1)[0] for k in wider.export().unet_lora}
+    assert len(modules) == 16 * 8 + 16 * 2 and sum(m.endswith(FEED_FORWARD_TARGETS) for m in modules) == 16 * 2
+    with pytest.raises(ValueError, match=r"linear layers of UNet2DConditionModel: .*proj_in.* are not linear"):
+        make_task(tiny_model_dir, tmp_path, unet_lora_targets=("to_q", "proj_in")).configure_model()
+    with pytest.raises(ValueError, match=r"\['ff.net.9'\] match no layer"):
+        make_task(tiny_model_dir, tmp_path, unet_lora_targets=("to_q", "ff.net.9")).configure_model()
 
 
 def test_mask_loss_and_attention_regularisation_train(tiny_model_dir, concept_dir, tmp_path):

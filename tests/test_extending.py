@@ -73,7 +73,9 @@ def test_ridge_to_naive_solver_is_chosen_from_yaml_and_reported(examples, tiny_m
                    "--model.init_args.num_inference_steps", "3", "--trainer.enable_progress_bar", "false",
                    "--data.init_args.concepts", json.dumps([{"path": str(f)} for f in files]),
                    "--model.init_args.solver", "ridge_to_naive.RidgeToNaive",
-                   "--model.init_args.solver.init_args.ridge", ridge])
+                   "--model.init_args.solver.init_args.ridge", ridge,
+                   # the report's held-out and base-drift checks off: this test is about the solve
+                   "--model.init_args.held_out_prompts", "[]", "--model.init_args.base_prompts", "[]"])
         reports[ridge] = json.loads((out / "fusion_report.json").read_text())
     assert reports["0.001"]["solver"] == {"class_path": "ridge_to_naive.RidgeToNaive", "init_args": {"ridge": 0.001}}
     for stage, rows in reports["0.001"]["layers"].items():

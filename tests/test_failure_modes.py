@@ -269,7 +269,7 @@ def test_evaluation_stops_promptly_on_sigterm_and_leaves_only_whole_images(tiny_
     out = tmp_path / "eval"
     args = ["test", "--config", str(REPO / "configs/demo/eval.yaml"), "--model.init_args.clip_model", str(clip),
             "--model.init_args.output_dir", str(out), "--model.init_args.methods", json.dumps(methods),
-            "--model.init_args.num_inference_steps", "200", "--data.init_args.concepts", json.dumps(concepts),
+            "--model.init_args.num_inference_steps", "80", "--data.init_args.concepts", json.dumps(concepts),
             "--data.init_args.seeds", json.dumps(list(range(1, 9))), "--data.init_args.batch_size", "32",
             "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PL_", "PYTEST"))}

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from mos_lightning.cli import build_cli
 from mos_lightning.edlora_file import save_edlora
 from mos_lightning.fusion import ConceptSpec, Fuser, load_concepts
+from mos_lightning.lora import FEED_FORWARD_TARGETS, UNET_TARGETS
 from mos_lightning.models import load_base_model
 from mos_lightning.pipelines import EDLoRAPipeline
 
@@ -192,14 +193,15 @@ def test_run_fusion_in_a_notebook_equals_the_cli_and_fit_is_refused(tiny_model_d
 
     files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
              for i, n in enumerate(("cat", "dog"))]
-    build_cli(fuse_args(tiny_model_dir, files, tmp_path / "cli", "--model.init_args.use_saved_stats", "false"))
+    build_cli(fuse_args(tiny_model_dir, files, tmp_path / "cli", "--model.init_args.use_saved_stats", "false",
+                        *CHECKS_OFF))
     report = json.loads((tmp_path / "cli" / "fusion_report.json").read_text())
 
     pipe = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True, safety_checker=None,
                                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    fuser = Fuser(pipe, load_concepts([ConceptSpec(str(f)) for f in files]), FusionSettings(height=64, width=64,
-                                                                                            num_inference_steps=8))
+    settings = FusionSettings(height=64, width=64, num_inference_steps=8, held_out_prompts=[], base_prompts=[])
+    fuser = Fuser(pipe, load_concepts([ConceptSpec(str(f)) for f in files]), settings)
     result = run_fusion(fuser)
     assert result.fidelity == report["fidelity"] and result.statistics == {"cat": "recorded", "dog": "recorded"}
     for stage, rows in result.layers.items():
@@ -220,8 +222,10 @@ def test_statistics_come_from_each_concepts_own_model(tiny_model_dir, tmp_path):
     from mos_lightning.fusion import FusionSettings, GramRecorder
     from mos_lightning.pipelines import make_scheduler
 
-    files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1))
-             for i, n in enumerate(("cat", "dog"))]
+    # the dog's file also holds feed-forward LoRAs (an option beyond the paper): its own model and the fusion read them
+    files = [save_edlora(tmp_path / f"{n}.safetensors", random_edlora(tiny_model_dir, n, seed=i, lora_std=0.1,
+                                                                      unet_targets=targets))
+             for i, (n, targets) in enumerate((("cat", UNET_TARGETS), ("dog", (*UNET_TARGETS, *FEED_FORWARD_TARGETS))))]
 
     def pipeline():
         pipe = EDLoRAPipeline.from_pretrained(tiny_model_dir, local_files_only=True, safety_checker=None,
@@ -244,6 +248,12 @@ def test_statistics_come_from_each_concepts_own_model(tiny_model_dir, tmp_path):
         assert ours.grams.keys() == theirs.grams.keys() and ours.rows == theirs.rows
         for name, gram in theirs.grams.items():
             torch.testing.assert_close(ours.grams[name], gram, rtol=1e-4, atol=1e-5)
+    feed_forward = [n for n in fuser.stage_layers["spatial"] if n.endswith(FEED_FORWARD_TARGETS)]
+    assert len(feed_forward) == 32 and set(feed_forward) <= set(record.spatial.group_of)
+    fuser.add(0, fuser.record(0))
+    fuser.add(1, record)
+    rows = {r["layer"]: r for r in fuser.solve("spatial")}
+    assert all(rows[n]["objective"] < rows[n]["objective_naive"] for n in feed_forward)  # the cat adds nothing there
 
 
 def test_report_measures_how_far_fusion_drifts_from_the_base(tiny_model_dir, tmp_path):

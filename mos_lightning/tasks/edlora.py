@@ -18,6 +18,7 @@ from ..distributed import check_ddp_settings, offset_seeds_by_rank
 from ..edlora_file import ConceptInfo, EDLoRA
 from ..edlora_model import EDLoRAModel
 from ..host_values import LaggedHostScalar
+from ..lora import UNET_TARGETS
 from ..losses import DiffusionLoss, LossTerm, term_names
 from ..models import BaseModel, load_base_model
 from .edlora_checks import check_arguments, check_masks
@@ -46,6 +47,7 @@ class EDLoRATask(ParameterGroups, TrainableStateCheckpoints, pl.LightningModule)
         layerwise: bool = True,
         lora_rank: int = 4,
         lora_alpha: float = 1.0,
+        unet_lora_targets: tuple[str, ...] = UNET_TARGETS,
         embedding_lr: float = 1e-3,
         text_encoder_lr: float = 1e-5,
         unet_lr: float = 1e-4,
@@ -80,6 +82,9 @@ class EDLoRATask(ParameterGroups, TrainableStateCheckpoints, pl.LightningModule)
             layerwise: One embedding per cross-attention layer (ED-LoRA); False = one shared embedding ("LoRA" baseline).
             lora_rank: LoRA rank on UNet and text-encoder attention; 0 trains embeddings only (the "P+" baseline).
             lora_alpha: LoRA scale in ``W x + alpha * B(A x)`` (reference: 1.0).
+            unet_lora_targets: UNet linear layers that get a LoRA, as module-name suffixes (the reference's: attention
+                ``to_q``, ``to_k``, ``to_v``, ``to_out.0``); add ``ff.net.0.proj``, ``ff.net.2`` for the feed-forward
+                layers (not the paper's; fusion solves any linear layer, a file's layers are what it holds).
             embedding_lr: Learning rate of the concept embeddings.
             text_encoder_lr: Learning rate of the text-encoder LoRA.
             unet_lr: Learning rate of the UNet LoRA.
@@ -160,9 +165,9 @@ class EDLoRATask(ParameterGroups, TrainableStateCheckpoints, pl.LightningModule)
         :attr:`model_class`) to tune another model without copying :meth:`configure_model`."""
         h = self.hparams
         return self.model_class(
-            base, h.tokens, h.initializers, layerwise=h.layerwise, lora_rank=h.lora_rank,
-            lora_alpha=h.lora_alpha, noise_offset=h.noise_offset, prediction_type=h.prediction_type,
-            init_seed=h.init_seed, cache_latents=h.cache_latents, kv_lora_dropout=h.kv_lora_dropout,
+            base, h.tokens, h.initializers, layerwise=h.layerwise, lora_rank=h.lora_rank, lora_alpha=h.lora_alpha,
+            noise_offset=h.noise_offset, prediction_type=h.prediction_type, init_seed=h.init_seed,
+            cache_latents=h.cache_latents, kv_lora_dropout=h.kv_lora_dropout, unet_lora_targets=h.unet_lora_targets,
         )
 
     def configure_model(self) -> None:

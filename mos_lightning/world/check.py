@@ -6,6 +6,7 @@
     python -m mos_lightning.world.check things demo/world/base         # two- and three-thing captions, each in its slot
     python -m mos_lightning.world.check regional demo/world/base       # the same with region control (regional_check)
     python -m mos_lightning.world.check attention demo/world/base      # where its cross-attention reads each thing's words
+    python -m mos_lightning.world.check vae demo/world/base            # what survives its VAE (the ceiling of every picture)
 
 Zero-shot: a picture's class (colour, background) is the one whose *prompt ensemble* — the mean text embedding of
 every world caption with that class, over all colours and backgrounds — is nearest. The generation check samples
@@ -172,12 +173,13 @@ def main(argv: list[str] | None = None) -> None:
     from ..metrics import CLIPFeatures
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["clip", "detector", "base", "things", "regional", "attention"])
-    parser.add_argument("folder", nargs="?", help="the CLIP folder (clip) or the base model folder (base, things, regional, attention)")
+    parser.add_argument("what", choices=["clip", "detector", "base", "things", "regional", "attention", "vae"])
+    parser.add_argument("folder", nargs="?", help="the CLIP folder (clip) or the base model folder (the others)")
     parser.add_argument("--clip", help="judge the base with this world CLIP instead of the exact detector")
     parser.add_argument("--count", type=int, default=96)
     parser.add_argument("--sketch", help="regional: also region control with this sketch adapter (demo/world/sketch)")
-    parser.add_argument("--figure", type=Path, help="regional: a PNG of the first two-thing scenes, a row per setting")
+    parser.add_argument("--figure", type=Path, help="regional: a PNG of the first two-thing scenes, a row per setting; vae: a row "
+                        "per layout of (c), four real pictures, then their round trip")
     args = parser.parse_args(argv)
     result: dict
     if args.what == "detector":
@@ -190,6 +192,10 @@ def main(argv: list[str] | None = None) -> None:
         from .attention_check import attention_check
 
         result = attention_check(args.folder, args.count)
+    elif args.what == "vae":
+        from .vae_check import load_vae, vae_check
+
+        result = vae_check(load_vae(args.folder), figure=args.figure)
     elif args.what == "regional":
         from .regional_check import regional_check
 

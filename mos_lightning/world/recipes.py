@@ -1,9 +1,10 @@
 """How much of a world concept can ED-LoRA carry at all? Each concept tuned under the world recipe
 (``configs/world/edlora.yaml``) and under variants of it — more steps, larger learning rates, a larger LoRA rank,
-more views with another thing beside the concept — and every tuned model judged alone on one-thing prompts and
-seeds no tuning saw, by the world's exact detector and CLIP; each variant paired against the world recipe.
+more views with another thing beside the concept, LoRAs on the feed-forward layers too — and every tuned model
+judged alone on one-thing prompts and seeds no tuning saw, by the world's exact detector and CLIP; each variant
+paired against the world recipe.
 
-    python -m mos_lightning.world.recipes outputs/recipes --jobs 2     # about 45 minutes on 2 CPU cores
+    python -m mos_lightning.world.recipes outputs/recipes --jobs 2     # about 50 minutes on 2 CPU cores
 
 Why: a box of a composed picture shows its concept no more often than the concept's own model shows it alone, so
 this bounds the composition claims (CLAIMS.md (c)). Every stage runs through the real ``mos-lightning`` command
@@ -36,6 +37,7 @@ RECIPES = {  # name → (command-line overrides of configs/world/edlora.yaml, ev
     "lora-lr-x10": (RATES_10X, 3),
     "rank-16-lora-lr-x5": ([*STRONG, "--model.init_args.lora_rank", "16"], 3),
     "beside-every-2": ([], 2),
+    "feed-forward-lora": (["--model.init_args.unet_lora_targets", "[to_q,to_k,to_v,to_out.0,ff.net.0.proj,ff.net.2]"], 3),
 }
 PROMPTS = "configs/world/prompts/alone.yaml"  # one thing per picture: the detector reads every picture
 SEEDS = list(range(101, 109))  # no tuning samples these
