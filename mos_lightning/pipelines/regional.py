@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from ..attention import attention_processors, set_attention_processors
 from ..attention.regions import BoxRounding, Region, RegionLayout, box_fractions, feature_mask, install_regional_processors
 from ..defaults import NEGATIVE_PROMPT
+from .collage import paste_into_boxes, start_index
 from .edlora import EDLoRAPipeline, to_uint8
 
 
@@ -44,13 +45,15 @@ class RegionalPipeline:
     """``pipe`` with regional prompts: ``RegionalPipeline(pipe)(prompt, regions, …)`` → uint8 ``[H, W, 3]`` images."""
 
     def __init__(self, pipe: EDLoRAPipeline, box_rounding: BoxRounding = "inward", solo_steps: int = 0,
-                 bounded_steps: int = 0):
+                 bounded_steps: int = 0, collage_strength: float = 0.0):
         self.pipe = pipe
         self.box_rounding = box_rounding  # which feature cells a box covers (see attention.regions.feature_mask)
         # the first `solo_steps` steps: each box's noise prediction from its own prompt alone (see solo_noise)
         self.solo_steps = solo_steps
         # the first `bounded_steps` steps: a box's cells attend (self-attention) to their box and the background only
         self.bounded_steps = bounded_steps
+        # > 0: start from a collage of each region drawn alone, denoised again for this share of the steps (collage.py)
+        self.collage_strength = collage_strength
 
     def image_size(self, height: int | None, width: int | None, conditions: list[AdapterCondition]) -> tuple[int, int]:
         native = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
@@ -106,14 +109,27 @@ class RegionalPipeline:
         states = self.adapter_states(conditions, height, width)
         if states is not None and cfg:
             states = [torch.cat([s, s]) for s in states]
-        device = pipe.unet.device
-        latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, context.dtype, device, generator)
-        pipe.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, context.dtype, pipe.unet.device,
+                                       generator)
         solo = self.solo_inputs(regions, negative_prompt, cfg, height, width, latents) if self.solo_steps else None
+        image = self.decode(self.denoise(latents, layout, context, states, guidance_scale, num_inference_steps, solo))
+        if self.collage_strength > 0 and regions:
+            image = self.from_collage(image, regions, layout, context, states, negative_prompt, num_inference_steps,
+                                      guidance_scale, generator)
+        return image
+
+    def denoise(self, latents: torch.Tensor, layout: RegionLayout, context: torch.Tensor, states, guidance_scale: float,
+                num_inference_steps: int, solo=None, start: int = 0) -> torch.Tensor:
+        """The denoising loop under ``layout``, from step ``start`` of ``num_inference_steps`` (``latents`` noised
+        to that step)."""
+        pipe, cfg = self.pipe, guidance_scale > 1
+        pipe.scheduler.set_timesteps(num_inference_steps, device=pipe.unet.device)
+        if start and hasattr(pipe.scheduler, "set_begin_index"):  # multistep solvers: their step count starts here
+            pipe.scheduler.set_begin_index(start)
         previous = attention_processors(pipe.unet)
         install_regional_processors(pipe.unet, layout)
         try:
-            for step, t in enumerate(pipe.progress_bar(pipe.scheduler.timesteps)):
+            for step, t in enumerate(pipe.progress_bar(pipe.scheduler.timesteps[start:]), start=start):
                 layout.bounded = step < self.bounded_steps
                 model_input = torch.cat([latents] * 2) if cfg else latents
                 model_input = pipe.scheduler.scale_model_input(model_input, t)
@@ -123,9 +139,37 @@ class RegionalPipeline:
                 latents = pipe.scheduler.step(noise, t, latents).prev_sample
         finally:
             set_attention_processors(pipe.unet, previous)
-        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-        return to_uint8(pipe.image_processor.postprocess(image, output_type="np")[0])
+        return latents
 
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        image = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
+        return to_uint8(self.pipe.image_processor.postprocess(image, output_type="np")[0])
+
+    def from_collage(self, image: np.ndarray, regions: list[Region], layout: RegionLayout, context: torch.Tensor,
+                     states, negative_prompt: str, num_inference_steps: int, guidance_scale: float,
+                     generator: torch.Generator | None) -> np.ndarray:
+        """Each region's prompt drawn alone (no regions, no adapters; the generator's next noise), pasted over
+        ``image`` (the regional picture) into its box (:mod:`~mos_lightning.pipelines.collage`), then noised to
+        the last ``collage_strength`` of the steps and denoised again under region control."""
+        pipe, cfg = self.pipe, guidance_scale > 1
+        height, width = image.shape[:2]
+        alone_layout = RegionLayout([], height, width, pipe.vae_scale_factor, self.box_rounding)
+        pieces = []
+        for region in regions:
+            alone = self.alone_context(region, negative_prompt, cfg)
+            noise = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, alone.dtype, pipe.unet.device,
+                                         generator)
+            pieces.append(self.decode(self.denoise(noise, alone_layout, alone, None, guidance_scale, num_inference_steps)))
+        collage = paste_into_boxes(image, pieces, [r.box for r in regions])
+        pixels = torch.from_numpy(collage.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        latents = pipe.vae.encode(pixels.to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean
+        latents = latents.to(context.dtype) * pipe.vae.config.scaling_factor
+        start = start_index(num_inference_steps, self.collage_strength)
+        pipe.scheduler.set_timesteps(num_inference_steps, device=pipe.unet.device)
+        noise = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, context.dtype, pipe.unet.device,
+                                     generator) / pipe.scheduler.init_noise_sigma
+        latents = pipe.scheduler.add_noise(latents, noise, pipe.scheduler.timesteps[start:start + 1])
+        return self.decode(self.denoise(latents, layout, context, states, guidance_scale, num_inference_steps, start=start))
 
     def guided_noise(self, model_input: torch.Tensor, t, context: torch.Tensor, states, guidance_scale: float):
         """The UNet's noise prediction with classifier-free guidance (``model_input`` doubled when guided)."""
@@ -147,14 +191,16 @@ class RegionalPipeline:
         masks = torch.stack([feature_mask(box_fractions(r.box, height, width), h, w, self.box_rounding)
                              for r in regions]).to(latents.device, latents.dtype)  # [R, h, w]
         shares = masks / masks.sum(0).clamp_min(1)
-        contexts = []
-        for region in regions:
-            context = self.encode_contexts([region.prompt])
-            if cfg:
-                negative = negative_prompt if region.negative_prompt is None else region.negative_prompt
-                context = torch.cat([self.encode_contexts([negative]), context])
-            contexts.append(context)
+        contexts = [self.alone_context(region, negative_prompt, cfg) for region in regions]
         return list(zip(contexts, shares, strict=True))
+
+    def alone_context(self, region: Region, negative_prompt: str, cfg: bool) -> torch.Tensor:
+        """``region``'s prompt as the only context, after its negative prompt when guided."""
+        context = self.encode_contexts([region.prompt])
+        if cfg:
+            negative = negative_prompt if region.negative_prompt is None else region.negative_prompt
+            context = torch.cat([self.encode_contexts([negative]), context])
+        return context
 
     def solo_noise(self, noise: torch.Tensor, model_input: torch.Tensor, t, solo: list[tuple[torch.Tensor, torch.Tensor]],
                    states, guidance_scale: float) -> torch.Tensor:

@@ -35,6 +35,9 @@ REGIONAL_CONDITIONS: dict[str, dict[str, Any]] = {  # (c): folder → RegionalTa
     # the sketch at weight 2 (picked among 1-4 on seeds 1-8; on seeds 9-16 it held: CLAIMS.md (c))
     "context-sketch": {"context": True, "sketch": True, "sketch_weight": 2.0},
     "sketch-only": {"sketch": True, "regions": False},  # the sketch and the whole prompt, no region prompts
+    # each region drawn alone, shrunk into its box over the regional picture, the last fifth of the steps again
+    # (picked among 0.1-0.5 on seeds 1-8; it held on seeds 9-16: CLAIMS.md (c), "Composing from a collage")
+    "collage": {"collage_strength": 0.2},
     # the chosen setting against the reference again, on seeds no choice above looked at
     "with-held-out": {"box_rounding": "inward", "seeds": list(range(9, 17))},
     "context-sketch-held-out": {"context": True, "sketch": True, "sketch_weight": 2.0, "seeds": list(range(9, 17))},
@@ -195,7 +198,8 @@ def paired_difference(rows_a: list[dict], rows_b: list[dict], samples: int = 100
 REGIONAL_NAMES = {"real": "real", "alone": "each concept alone", "with": "with control", "with-outward": "control, outward cells",
                   "bounded": "control, bounded self-attention", "context": "control, prompts with context",
                   "context-sketch": "control, context and sketch ×2", "sketch": "control and sketch",
-                  "sketch-only": "sketch, no regions", "with-held-out": "with control, seeds 9-16",
+                  "sketch-only": "sketch, no regions", "collage": "control from a collage",
+                  "with-held-out": "with control, seeds 9-16",
                   "context-sketch-held-out": "control, context and sketch ×2, seeds 9-16", "without": "without"}
 
 

@@ -2,6 +2,7 @@
 
     python -m mos_lightning.world.train base outputs/world/base     # VAE, then UNet + text encoder
     python -m mos_lightning.world.train clip outputs/world/clip     # image and text towers, contrastive
+    python -m mos_lightning.world.train vae outputs/world/base-vae --from demo/world/base   # a base's VAE, further
 
 Both write diffusers / transformers folders (safetensors) plus ``training.json`` (every setting, the steps, the
 time, the machine, the final losses). Rows of the token tables for words the world never uses stay zero, so the
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..resources import locate
 from .data import caption_variants, world_pictures, world_scenes
 from .denoiser import train_denoiser
 from .grounding import scene_targets
@@ -204,8 +206,9 @@ def train_clip(out: Path, pictures: int, steps: int, batch: int, device: str, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the world's base model or CLIP from scratch.")
-    parser.add_argument("what", choices=["base", "clip"])
+    parser = argparse.ArgumentParser(description="Train the world's base model or CLIP from scratch, or a base's VAE "
+                                     "further (world/vae_train.py).")
+    parser.add_argument("what", choices=["base", "clip", "vae"])
     parser.add_argument("out", help="output folder")
     parser.add_argument("--pictures", type=int, default=20000, help="world pictures to train on")
     parser.add_argument("--vae-steps", type=int, default=1500)
@@ -221,7 +224,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sparse-captions", action="store_true", help="base: also name one thing's colour only")
     parser.add_argument("--grounding", type=float, default=0.0,
                         help="base: weight of the loss asking each thing's words to attend inside its box (0: none)")
+    parser.add_argument("--from", dest="source", type=Path, help="vae: the base whose VAE trains further (a copy is written)")
+    parser.add_argument("--vae-lr", type=float, default=3e-4, help="vae: the learning rate")
+    parser.add_argument("--recolour", type=float, default=0.25, help="vae: the share of pictures recoloured")
+    parser.add_argument("--decoder-only", action="store_true", help="vae: train the decoder alone (latents unchanged)")
+    parser.add_argument("--thing-weight", type=float, default=0.0, help="vae: things' pixels weigh 1 + this in the loss")
+    parser.add_argument("--no-check", action="store_true", help="vae: skip `world.check vae` of both VAEs (35 s each)")
     args = parser.parse_args(argv)
+    if args.what == "vae" and args.source is None:
+        parser.error("vae needs --from BASE (the base whose VAE trains further)")
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     out = Path(args.out)
@@ -229,6 +240,12 @@ def main(argv: list[str] | None = None) -> None:
         record = train_base(out, args.pictures, args.vae_steps, args.unet_steps, args.batch, args.device, args.seed,
                             args.resume, tuple(float(w) for w in args.things_weights.split(",")), args.lr, args.stream,
                             args.sparse_captions, args.grounding)
+    elif args.what == "vae":
+        from .vae_train import train_vae_further
+
+        record = train_vae_further(out, Path(locate(str(args.source))), args.vae_steps, args.pictures, 32, args.vae_lr,
+                                   args.recolour, args.decoder_only, args.device, args.seed,
+                                   check=not args.no_check, thing_weight=args.thing_weight)
     else:
         record = train_clip(out, args.pictures, args.clip_steps, args.batch, args.device, args.seed)
     log(f"wrote {out}: {json.dumps(record)}")
