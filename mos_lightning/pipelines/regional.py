@@ -142,6 +142,7 @@ class RegionalPipeline:
         return latents
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """One latent as a uint8 ``[H, W, 3]`` picture."""
         image = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
         return to_uint8(self.pipe.image_processor.postprocess(image, output_type="np")[0])
 
