@@ -68,6 +68,8 @@ def fine_tune_vae(vae, pixels: torch.Tensor, steps: int, batch: int = 32, lr: fl
     posterior sample plus ``1e-6`` × KL, as the world base's VAE was first trained; ``weights`` (``[N, 1, H, W]``,
     :func:`thing_weights`) weigh each pixel's L1 (normalised to mean 1 per batch). Returns the last 50 steps' mean
     loss."""
+    from .train import log
+
     vae.train().to(device)
     vae.requires_grad_(not decoder_only)
     for module in (vae.decoder, vae.post_quant_conv):
@@ -93,7 +95,7 @@ def fine_tune_vae(vae, pixels: torch.Tensor, steps: int, batch: int = 32, lr: fl
         optimizer.step()
         losses.append(loss.item())
         if step % 100 == 0 or step == steps - 1:
-            print(f"[{time.strftime('%H:%M:%S')}] vae step {step}/{steps}: loss {losses[-1]:.4f}", flush=True)
+            log(f"vae step {step}/{steps}: loss {losses[-1]:.4f}")
     vae.requires_grad_(False)
     return sum(losses[-50:]) / max(1, len(losses[-50:]))
 
