@@ -1,6 +1,8 @@
 """(c) over several tunings of a recipe: each seed's run retunes under that seed, the intervals count the tunings'
 spread as well as the pictures', the pairing with another recipe keeps the pictures paired, and a folder to pair
-with that lacks a setting stops the run before any tuning."""
+with that lacks a setting stops the run before any tuning; a stage cut off half-way is made again."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +27,27 @@ def test_each_seed_retunes_the_recipe_under_that_seed(tmp_path):
         text = " ".join(args)
         assert "--seed_everything 3 --model.init_args.init_seed 3" in text
         assert " ".join(RECIPES["reference-attention"]) in text and str(tmp_path / "seed-3") in text
+
+
+def test_an_interrupted_picture_stage_is_made_again_and_a_finished_one_is_kept(tmp_path):
+    claims = VariantClaims(tmp_path / "seed-0", BASE, "sketch", seed_args(0), ["with"], 1)
+    runs = []
+
+    def predict(stage, *args):  # the predict process: writes into its output folder; the first one dies half-way
+        out = Path(args[args.index("--data.init_args.output_dir") + 1])
+        (out / "0000-a").mkdir(parents=True)
+        runs.append(out)
+        if len(runs) == 1:
+            raise SystemExit(f"claims: {stage} failed (exit 1)")
+
+    claims.cli = predict
+    with pytest.raises(SystemExit):
+        claims.predict_into("with", "regional with", "--config", "c.yaml")
+    assert not (tmp_path / "seed-0" / "regional" / "with").exists()  # half a folder is not taken for finished
+    claims.predict_into("with", "regional with", "--config", "c.yaml")
+    assert (tmp_path / "seed-0" / "regional" / "with" / "0000-a").is_dir() and not runs[-1].exists()
+    claims.predict_into("with", "regional with", "--config", "c.yaml")
+    assert len(runs) == 2  # finished: not made again
 
 
 def test_the_interval_counts_the_spread_between_tunings():

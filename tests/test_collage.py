@@ -9,7 +9,7 @@ import torch
 from conftest import REPO
 
 from mos_lightning.attention.regions import Region
-from mos_lightning.pipelines.collage import paste_into_boxes, start_index
+from mos_lightning.pipelines.collage import paste_into_boxes, plain_canvas, start_index
 from mos_lightning.pipelines.regional import RegionalPipeline
 
 
@@ -23,6 +23,18 @@ def test_a_picture_covers_its_box_centred_and_the_rest_is_kept():
     half = paste_into_boxes(canvas, [picture], [(0, 0, 32, 32)])  # pixels; the whole picture shrunk into a quarter
     assert (half[:32, :12] == 100).all() and (half[:32, 20:32] == 200).all() and (half[32:] == 0).all()
     assert (canvas == 0).all()  # the canvas itself is not changed
+
+
+def test_a_plain_canvas_is_the_colour_around_the_pieces_things():
+    thing_on_grass = np.zeros((64, 64, 3), np.uint8)
+    thing_on_grass[:] = (40, 160, 40)
+    thing_on_grass[8:56, 8:56] = (200, 30, 30)  # the thing fills the middle, the grass shows at the border
+    thing_on_sand = np.full((32, 32, 3), (200, 180, 120), np.uint8)
+    canvas = plain_canvas([thing_on_grass, thing_on_sand], 48, 80)
+    assert canvas.shape == (48, 80, 3) and (canvas == canvas[0, 0]).all()
+    # the two borders' pixels pooled: 4·64·4 − 16 = 1008 green, 4·32·2 − 4 = 252 sand
+    expected = (1008 * np.array([40, 160, 40]) + 252 * np.array([200, 180, 120])) / 1260
+    assert np.abs(canvas[0, 0] - expected).max() <= 0.5
 
 
 def test_the_strength_is_the_share_of_the_steps_run_again():
@@ -41,7 +53,8 @@ def world_pipe():
 def test_the_collage_is_each_region_drawn_alone_in_its_box_and_the_last_steps_keep_it(world_pipe):
     """The pieces are the region prompts drawn alone with the generator's next noises (after the regional
     picture's); run again for only the last step, the result is the collage up to the VAE's round trip — far nearer
-    it than the reference's picture is."""
+    it than the reference's picture is. On a plain canvas the same pieces (no regional picture is drawn); unguided
+    last steps keep the collage nearer than guided ones."""
     regions = [Region("a red ball on the grass", (0.2, 0.0, 0.8, 0.5)),
                Region("a blue cube on the grass", (0.2, 0.5, 0.8, 1.0))]
     prompt, settings = "a red ball and a blue cube on the grass", dict(num_inference_steps=20, guidance_scale=5.0)
@@ -63,10 +76,24 @@ def test_the_collage_is_each_region_drawn_alone_in_its_box_and_the_last_steps_ke
                                                                    generator=torch.Generator().manual_seed(4), **settings)
     assert distance(last_step, decoded) < 0.4 * distance(reference, collage)
 
+    on_plain = paste_into_boxes(plain_canvas(pieces, 64, 64), pieces, [r.box for r in regions])
+    decoded = np.asarray(round_trip(world_pipe.vae, [Image.fromarray(on_plain)])[0])
+    last_step = RegionalPipeline(world_pipe, collage_strength=0.05, collage_canvas="plain")(
+        prompt, regions, generator=torch.Generator().manual_seed(4), **settings)
+    assert distance(last_step, decoded) < 0.4 * distance(reference, on_plain)
+    # guidance redraws what the prompts ask for over the pieces; unguided, the last steps keep them (about 2x nearer)
+    guided, unguided = (RegionalPipeline(world_pipe, collage_strength=0.3, collage_canvas="plain", collage_guidance=g)(
+        prompt, regions, generator=torch.Generator().manual_seed(4), **settings) for g in (None, 1.0))
+    assert distance(unguided, decoded) < 0.7 * distance(guided, decoded)
 
-def test_a_strength_outside_zero_to_one_is_refused_before_anything_loads():
+
+def test_a_strength_outside_zero_to_one_or_an_unknown_canvas_is_refused_before_anything_loads():
     from mos_lightning.tasks import RegionalTask
 
     with pytest.raises(ValueError, match=r"collage_strength must be in \[0, 1\]"):
         RegionalTask(collage_strength=1.5)
     assert RegionalTask(collage_strength=0.2).hparams.collage_strength == 0.2
+    with pytest.raises(ValueError, match="collage_canvas must be 'regional' or 'plain'"):
+        RegionalPipeline(None, collage_canvas="blank")
+    with pytest.raises(ValueError, match="collage_canvas must be 'regional' or 'plain'"):
+        RegionalTask(collage_canvas="blank")

@@ -35,6 +35,20 @@ def paste_into_boxes(canvas: np.ndarray, pictures: list[np.ndarray], boxes: list
     return out
 
 
+def plain_canvas(pieces: list[np.ndarray], height: int, width: int, border: float = 0.0625) -> np.ndarray:
+    """A ``height × width`` canvas of one colour: the mean of the pieces' borders (the outer ``border`` of each
+    side), where a region drawn alone shows its background, not its thing."""
+    rings = []
+    for piece in pieces:
+        h, w = piece.shape[:2]
+        dy, dx = max(1, round(border * h)), max(1, round(border * w))
+        ring = np.ones((h, w), bool)
+        ring[dy:h - dy, dx:w - dx] = False
+        rings.append(piece[ring].astype(np.float64))
+    colour = np.concatenate(rings).mean(0)
+    return np.broadcast_to(np.round(colour).astype(np.uint8), (height, width, 3)).copy()
+
+
 def start_index(num_inference_steps: int, strength: float) -> int:
     """The step the collage is denoised from: the last ``strength`` of the steps run (at least one)."""
     if not 0 < strength <= 1:

@@ -8,7 +8,7 @@ the UNet gets the adapters' residuals. Usable without Lightning.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from ..attention import attention_processors, set_attention_processors
 from ..attention.regions import BoxRounding, Region, RegionLayout, box_fractions, feature_mask, install_regional_processors
 from ..defaults import NEGATIVE_PROMPT
-from .collage import paste_into_boxes, start_index
+from .collage import paste_into_boxes, plain_canvas, start_index
 from .edlora import EDLoRAPipeline, to_uint8
 
 
@@ -45,7 +45,8 @@ class RegionalPipeline:
     """``pipe`` with regional prompts: ``RegionalPipeline(pipe)(prompt, regions, …)`` → uint8 ``[H, W, 3]`` images."""
 
     def __init__(self, pipe: EDLoRAPipeline, box_rounding: BoxRounding = "inward", solo_steps: int = 0,
-                 bounded_steps: int = 0, collage_strength: float = 0.0):
+                 bounded_steps: int = 0, collage_strength: float = 0.0,
+                 collage_canvas: Literal["regional", "plain"] = "regional", collage_guidance: float | None = None):
         self.pipe = pipe
         self.box_rounding = box_rounding  # which feature cells a box covers (see attention.regions.feature_mask)
         # the first `solo_steps` steps: each box's noise prediction from its own prompt alone (see solo_noise)
@@ -54,6 +55,11 @@ class RegionalPipeline:
         self.bounded_steps = bounded_steps
         # > 0: start from a collage of each region drawn alone, denoised again for this share of the steps (collage.py)
         self.collage_strength = collage_strength
+        # what the collage's pieces are pasted on: the regional picture, or one colour (their borders' mean)
+        if collage_canvas not in ("regional", "plain"):
+            raise ValueError(f"collage_canvas must be 'regional' or 'plain', got {collage_canvas!r}")
+        self.collage_canvas = collage_canvas
+        self.collage_guidance = collage_guidance  # the collage's steps' guidance scale (None: the sampling's)
 
     def image_size(self, height: int | None, width: int | None, conditions: list[AdapterCondition]) -> tuple[int, int]:
         native = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
@@ -112,10 +118,14 @@ class RegionalPipeline:
         latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, context.dtype, pipe.unet.device,
                                        generator)
         solo = self.solo_inputs(regions, negative_prompt, cfg, height, width, latents) if self.solo_steps else None
-        image = self.decode(self.denoise(latents, layout, context, states, guidance_scale, num_inference_steps, solo))
-        if self.collage_strength > 0 and regions:
-            image = self.from_collage(image, regions, layout, context, states, negative_prompt, num_inference_steps,
-                                      guidance_scale, generator)
+        collage = self.collage_strength > 0 and bool(regions)
+        if collage and self.collage_canvas == "plain":  # the regional picture is not needed (its noise still drawn)
+            image = None
+        else:
+            image = self.decode(self.denoise(latents, layout, context, states, guidance_scale, num_inference_steps, solo))
+        if collage:
+            image = self.from_collage(image, regions, (height, width), layout, context, states, negative_prompt,
+                                      num_inference_steps, guidance_scale, generator)
         return image
 
     def denoise(self, latents: torch.Tensor, layout: RegionLayout, context: torch.Tensor, states, guidance_scale: float,
@@ -146,14 +156,14 @@ class RegionalPipeline:
         image = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
         return to_uint8(self.pipe.image_processor.postprocess(image, output_type="np")[0])
 
-    def from_collage(self, image: np.ndarray, regions: list[Region], layout: RegionLayout, context: torch.Tensor,
-                     states, negative_prompt: str, num_inference_steps: int, guidance_scale: float,
-                     generator: torch.Generator | None) -> np.ndarray:
+    def from_collage(self, image: np.ndarray | None, regions: list[Region], size: tuple[int, int], layout: RegionLayout,
+                     context: torch.Tensor, states, negative_prompt: str, num_inference_steps: int,
+                     guidance_scale: float, generator: torch.Generator | None) -> np.ndarray:
         """Each region's prompt drawn alone (no regions, no adapters; the generator's next noise), pasted over
-        ``image`` (the regional picture) into its box (:mod:`~mos_lightning.pipelines.collage`), then noised to
-        the last ``collage_strength`` of the steps and denoised again under region control."""
+        ``image`` (the regional picture; None: a plain canvas) into its box (:mod:`~mos_lightning.pipelines.collage`),
+        then noised to the last ``collage_strength`` of the steps and denoised again under region control."""
         pipe, cfg = self.pipe, guidance_scale > 1
-        height, width = image.shape[:2]
+        height, width = size
         alone_layout = RegionLayout([], height, width, pipe.vae_scale_factor, self.box_rounding)
         pieces = []
         for region in regions:
@@ -161,7 +171,8 @@ class RegionalPipeline:
             noise = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, alone.dtype, pipe.unet.device,
                                          generator)
             pieces.append(self.decode(self.denoise(noise, alone_layout, alone, None, guidance_scale, num_inference_steps)))
-        collage = paste_into_boxes(image, pieces, [r.box for r in regions])
+        canvas = plain_canvas(pieces, height, width) if image is None else image
+        collage = paste_into_boxes(canvas, pieces, [r.box for r in regions])
         pixels = torch.from_numpy(collage.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
         latents = pipe.vae.encode(pixels.to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean
         latents = latents.to(context.dtype) * pipe.vae.config.scaling_factor
@@ -170,7 +181,10 @@ class RegionalPipeline:
         noise = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, context.dtype, pipe.unet.device,
                                      generator) / pipe.scheduler.init_noise_sigma
         latents = pipe.scheduler.add_noise(latents, noise, pipe.scheduler.timesteps[start:start + 1])
-        return self.decode(self.denoise(latents, layout, context, states, guidance_scale, num_inference_steps, start=start))
+        guidance = guidance_scale if self.collage_guidance is None else self.collage_guidance
+        if cfg and guidance <= 1:  # unguided: the prompts' half of the context and adapter states only
+            context, states = context[1:], None if states is None else [s[1:] for s in states]
+        return self.decode(self.denoise(latents, layout, context, states, guidance, num_inference_steps, start=start))
 
     def guided_noise(self, model_input: torch.Tensor, t, context: torch.Tensor, states, guidance_scale: float):
         """The UNet's noise prediction with classifier-free guidance (``model_input`` doubled when guided)."""

@@ -40,6 +40,8 @@ class RegionalTask(SamplingTask):
         solo_steps: int = 0,
         bounded_steps: int = 0,
         collage_strength: float = 0.0,
+        collage_canvas: Literal["regional", "plain"] = "regional",
+        collage_guidance: float | None = None,
     ):
         """
         Args:
@@ -66,12 +68,18 @@ class RegionalTask(SamplingTask):
                 box over the regional picture, and the collage denoised again under region control for this share of
                 the steps (``mos_lightning.pipelines.collage``; 1 + regions + strength times the sampling cost).
                 0 (the reference): never.
+            collage_canvas: What the collage's pieces are pasted on: ``regional`` (the region-control picture) or
+                ``plain`` (one colour, the mean of the pieces' borders — their background; no regional picture is
+                drawn first, so regions + strength times the sampling cost).
+            collage_guidance: Guidance scale of the collage's steps (≤ 1: unguided); None: ``guidance_scale``.
         """
         for name, value in (("solo_steps", solo_steps), ("bounded_steps", bounded_steps)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if not 0 <= collage_strength <= 1:
             raise ValueError(f"collage_strength must be in [0, 1] (0: no collage), got {collage_strength}")
+        if collage_canvas not in ("regional", "plain"):
+            raise ValueError(f"collage_canvas must be 'regional' or 'plain', got {collage_canvas!r}")
         super().__init__(base_model=base_model, edloras=edloras, lora_scale=lora_scale, scheduler=scheduler,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                          negative_prompt=negative_prompt, dtype=dtype)
@@ -116,7 +124,8 @@ class RegionalTask(SamplingTask):
             scene = scenes[index]
             conditions = [AdapterCondition(self.adapter_models[c.adapter], Image.open(c.image), c.weight, c.regions)
                           for c in scene.conditions]
-            image = RegionalPipeline(self.pipe, h.box_rounding, h.solo_steps, h.bounded_steps, h.collage_strength)(
+            image = RegionalPipeline(self.pipe, h.box_rounding, h.solo_steps, h.bounded_steps, h.collage_strength,
+                                     h.collage_canvas, h.collage_guidance)(
                 scene.prompt, scene.regions, negative_prompt=scene.negative_prompt or h.negative_prompt,
                 height=scene.height, width=scene.width, num_inference_steps=h.num_inference_steps,
                 guidance_scale=h.guidance_scale, generator=torch.Generator().manual_seed(int(seed)), conditions=conditions,

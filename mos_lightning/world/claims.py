@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -108,6 +109,16 @@ class Claims:
                 if process.returncode:
                     raise SystemExit(f"claims: {stage} failed (exit {process.returncode})" + (f"; see {log}" if log else ""))
                 self.timing[stage] = round(time.time() - start, 1)
+
+    def predict_into(self, folder: str, stage: str, *args: str) -> None:
+        """``mos-lightning predict *args`` into ``regional/folder`` unless it is there: written into
+        ``folder.partial`` and renamed when finished, so an interrupted run is done again, not taken for finished."""
+        done = self.out / "regional" / folder
+        if not done.is_dir():
+            partial = done.with_name(f"{folder}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            self.cli(stage, "predict", *args, "--data.init_args.output_dir", str(partial))
+            partial.rename(done)
 
     def edlora(self, method: str, concept: str) -> Path:
         return self.out / "tuned" / method / concept / "edlora.safetensors"
@@ -208,24 +219,18 @@ class Claims:
                          if k in settings}
                 scene_file = write_scene_file(self.out, layouts, names, **scene)
                 adapters = {"sketch": self.sketch} if options.get("sketch") else {}
-                self.cli(f"regional {condition}", "predict", "--config", "configs/world/regional.yaml",
-                         "--model.init_args.base_model", model, "--data.init_args.scene_file", str(scene_file),
-                         "--model.init_args.adapters", json.dumps(adapters),
-                         *[a for k, v in settings.items() for a in (f"--model.init_args.{k}", str(v))],
-                         "--data.init_args.output_dir", str(self.out / "regional" / condition))
-        # the model on its own: each box's prompt alone (its ceiling); each concept in its place in the caption
-        for folder, prompts in (("alone", alone_prompts(layouts, names)), ("in-place", in_place_prompts(layouts, names))):
-            if not (self.out / "regional" / folder).is_dir():
-                self.cli(f"regional {folder}", "predict", "--config", "configs/world/sample.yaml",
-                         "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",
-                         "--data.init_args.prompts", json.dumps(prompts), "--data.init_args.seeds",
-                         json.dumps(REGIONAL_SEEDS), "--data.init_args.output_dir", str(self.out / "regional" / folder))
-        if not (self.out / "regional" / "without").is_dir():
-            self.cli("regional without control", "predict", "--config", "configs/world/sample.yaml",
-                     "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",
-                     "--data.init_args.prompts", json.dumps([layout.prompt(names) for layout in layouts]),
-                     "--data.init_args.seeds", json.dumps(REGIONAL_SEEDS),
-                     "--data.init_args.output_dir", str(self.out / "regional" / "without"))
+                self.predict_into(condition, f"regional {condition}", "--config", "configs/world/regional.yaml",
+                                  "--model.init_args.base_model", model, "--data.init_args.scene_file", str(scene_file),
+                                  "--model.init_args.adapters", json.dumps(adapters),
+                                  *[a for k, v in settings.items() for a in (f"--model.init_args.{k}", str(v))])
+        # the model on its own: each box's prompt alone (its ceiling); each concept in its place in the caption;
+        # the whole prompts without control
+        for folder, prompts in (("alone", alone_prompts(layouts, names)), ("in-place", in_place_prompts(layouts, names)),
+                                ("without", [layout.prompt(names) for layout in layouts])):
+            self.predict_into(folder, f"regional {folder}", "--config", "configs/world/sample.yaml",
+                              "--model.init_args.base_model", model, "--model.init_args.edloras", "[]",
+                              "--data.init_args.prompts", json.dumps(prompts), "--data.init_args.seeds",
+                              json.dumps(REGIONAL_SEEDS))
         return layouts
 
     def run(self) -> dict:
@@ -235,7 +240,6 @@ class Claims:
         layouts = self.compose()
         from .claims_regional import regional_scores
         from .claims_report import fusion_scores, write_report
-
         results = {"concepts": self.concepts, "seeds": self.seeds, "held_out_seeds": self.held_out_seeds,
                    "steps": self.steps, "clip": self.clip, "base": self.base, "timing_s": self.timing,
                    "fusion": fusion_scores(self.out, self.concepts, self.clip),
@@ -258,8 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sketch", default="demo/world/sketch", help="the world's sketch adapter, for (c)")
     parser.add_argument("--jobs", type=int, default=1, help="tunings at a time, one thread each (2 on a 2-core CPU: about twice as fast)")
     parser.add_argument("--duplicates", action="store_true",
-                        help="also tune each concept again under new tokens (<concept>b, strong LoRAs), the input of the "
-                             "12-concept fusion study (CLAIMS.md)")
+                        help="also tune each concept again as <concept>b (strong LoRAs): the 12-concept fusion study's")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     Claims(out, args.concepts, args.seeds, args.steps, str(Path(locate(args.clip)).resolve()),

@@ -38,6 +38,11 @@ REGIONAL_CONDITIONS: dict[str, dict[str, Any]] = {  # (c): folder → RegionalTa
     # each region drawn alone, shrunk into its box over the regional picture, the last fifth of the steps again
     # (picked among 0.1-0.5 on seeds 1-8; it held on seeds 9-16: CLAIMS.md (c), "Composing from a collage")
     "collage": {"collage_strength": 0.2},
+    # the same pieces on one colour (their borders'; no regional picture first), the last steps unguided (picked among
+    # strengths 0.1-0.4, guidance 1-5 on seeds 1-8; held on 9-16: CLAIMS.md (c), "A plain canvas, unguided")
+    "collage-plain": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0},
+    "collage-plain-held-out": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0,
+                               "seeds": list(range(9, 17))},
     # the chosen setting against the reference again, on seeds no choice above looked at
     "with-held-out": {"box_rounding": "inward", "seeds": list(range(9, 17))},
     "context-sketch-held-out": {"context": True, "sketch": True, "sketch_weight": 2.0, "seeds": list(range(9, 17))},
@@ -199,6 +204,8 @@ REGIONAL_NAMES = {"real": "real", "alone": "each concept alone", "with": "with c
                   "bounded": "control, bounded self-attention", "context": "control, prompts with context",
                   "context-sketch": "control, context and sketch ×2", "sketch": "control and sketch",
                   "sketch-only": "sketch, no regions", "collage": "control from a collage",
+                  "collage-plain": "collage on a plain canvas, unguided",
+                  "collage-plain-held-out": "collage on a plain canvas, unguided, seeds 9-16",
                   "with-held-out": "with control, seeds 9-16",
                   "context-sketch-held-out": "control, context and sketch ×2, seeds 9-16", "without": "without"}
 
