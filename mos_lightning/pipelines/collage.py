@@ -49,6 +49,15 @@ def plain_canvas(pieces: list[np.ndarray], height: int, width: int, border: floa
     return np.broadcast_to(np.round(colour).astype(np.uint8), (height, width, 3)).copy()
 
 
+CANVASES = ("regional", "plain")  # what a collage's pieces are pasted on (RegionalPipeline's collage_canvas)
+
+
+def check_canvas(name: str) -> str:
+    if name not in CANVASES:
+        raise ValueError(f"collage_canvas must be 'regional' or 'plain', got {name!r}")
+    return name
+
+
 def start_index(num_inference_steps: int, strength: float) -> int:
     """The step the collage is denoised from: the last ``strength`` of the steps run (at least one)."""
     if not 0 < strength <= 1:

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from ..attention import attention_processors, set_attention_processors
 from ..attention.regions import BoxRounding, Region, RegionLayout, box_fractions, feature_mask, install_regional_processors
 from ..defaults import NEGATIVE_PROMPT
-from .collage import paste_into_boxes, plain_canvas, start_index
+from .collage import check_canvas, paste_into_boxes, plain_canvas, start_index
 from .edlora import EDLoRAPipeline, to_uint8
 
 
@@ -56,9 +56,7 @@ class RegionalPipeline:
         # > 0: start from a collage of each region drawn alone, denoised again for this share of the steps (collage.py)
         self.collage_strength = collage_strength
         # what the collage's pieces are pasted on: the regional picture, or one colour (their borders' mean)
-        if collage_canvas not in ("regional", "plain"):
-            raise ValueError(f"collage_canvas must be 'regional' or 'plain', got {collage_canvas!r}")
-        self.collage_canvas = collage_canvas
+        self.collage_canvas = check_canvas(collage_canvas)
         self.collage_guidance = collage_guidance  # the collage's steps' guidance scale (None: the sampling's)
 
     def image_size(self, height: int | None, width: int | None, conditions: list[AdapterCondition]) -> tuple[int, int]:
@@ -117,11 +115,10 @@ class RegionalPipeline:
             states = [torch.cat([s, s]) for s in states]
         latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, context.dtype, pipe.unet.device,
                                        generator)
-        solo = self.solo_inputs(regions, negative_prompt, cfg, height, width, latents) if self.solo_steps else None
         collage = self.collage_strength > 0 and bool(regions)
-        if collage and self.collage_canvas == "plain":  # the regional picture is not needed (its noise still drawn)
-            image = None
-        else:
+        image = None  # on a plain canvas the regional picture is not needed (its noise is still drawn, above)
+        if not (collage and self.collage_canvas == "plain"):
+            solo = self.solo_inputs(regions, negative_prompt, cfg, height, width, latents) if self.solo_steps else None
             image = self.decode(self.denoise(latents, layout, context, states, guidance_scale, num_inference_steps, solo))
         if collage:
             image = self.from_collage(image, regions, (height, width), layout, context, states, negative_prompt,

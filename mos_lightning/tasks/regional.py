@@ -12,6 +12,7 @@ from ..data.scenes import check_scenes
 from ..defaults import BASE_MODEL, NEGATIVE_PROMPT
 from ..models import Geometry
 from ..pipelines import SchedulerName
+from ..pipelines.collage import check_canvas
 from ..pipelines.regional import AdapterCondition, RegionalPipeline, draw_regions
 from .sampling import SamplingTask
 from .termination import stop_if_terminated
@@ -78,8 +79,7 @@ class RegionalTask(SamplingTask):
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if not 0 <= collage_strength <= 1:
             raise ValueError(f"collage_strength must be in [0, 1] (0: no collage), got {collage_strength}")
-        if collage_canvas not in ("regional", "plain"):
-            raise ValueError(f"collage_canvas must be 'regional' or 'plain', got {collage_canvas!r}")
+        check_canvas(collage_canvas)
         super().__init__(base_model=base_model, edloras=edloras, lora_scale=lora_scale, scheduler=scheduler,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                          negative_prompt=negative_prompt, dtype=dtype)

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--unet-steps", type=int, default=8000)
     parser.add_argument("--clip-steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, help="pictures per step (default 64; vae: 32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--resume", type=Path, help="base: train this base's denoiser further (its VAE is kept)")
@@ -237,17 +237,17 @@ def main(argv: list[str] | None = None) -> None:
     np.random.seed(args.seed)
     out = Path(args.out)
     if args.what == "base":
-        record = train_base(out, args.pictures, args.vae_steps, args.unet_steps, args.batch, args.device, args.seed,
+        record = train_base(out, args.pictures, args.vae_steps, args.unet_steps, args.batch or 64, args.device, args.seed,
                             args.resume, tuple(float(w) for w in args.things_weights.split(",")), args.lr, args.stream,
                             args.sparse_captions, args.grounding)
     elif args.what == "vae":
         from .vae_train import train_vae_further
 
-        record = train_vae_further(out, Path(locate(str(args.source))), args.vae_steps, args.pictures, 32, args.vae_lr,
-                                   args.recolour, args.decoder_only, args.device, args.seed,
+        record = train_vae_further(out, Path(locate(str(args.source))), args.vae_steps, args.pictures, args.batch or 32,
+                                   args.vae_lr, args.recolour, args.decoder_only, args.device, args.seed,
                                    check=not args.no_check, thing_weight=args.thing_weight)
     else:
-        record = train_clip(out, args.pictures, args.clip_steps, args.batch, args.device, args.seed)
+        record = train_clip(out, args.pictures, args.clip_steps, args.batch or 64, args.device, args.seed)
     log(f"wrote {out}: {json.dumps(record)}")
 
 
