@@ -115,6 +115,10 @@ def train_base(out: Path, pictures: int, vae_steps: int, unet_steps: int, batch:
 
         pipe = StableDiffusionPipeline.from_pretrained(resume, safety_checker=None, requires_safety_checker=False)
         keep_world_rows(pipe.text_encoder.get_input_embeddings(), pipe.tokenizer)
+        if pipe.vae.config.latent_channels != pipe.unet.config.in_channels:  # `world.train vae --latent-channels`
+            from .latent_width import widen_unet_latent
+
+            pipe.register_modules(unet=widen_unet_latent(pipe.unet, pipe.vae.config.latent_channels))
         vae_loss, vae_steps = None, 0
         mean, std = encode_all(pipe.vae.to(device), pixels, device)
     stream = stream if stream is not None else 2 if resume is None else 20  # a resumed run draws other batches
@@ -230,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decoder-only", action="store_true", help="vae: train the decoder alone (latents unchanged)")
     parser.add_argument("--thing-weight", type=float, default=0.0, help="vae: things' pixels weigh 1 + this in the loss")
     parser.add_argument("--no-check", action="store_true", help="vae: skip `world.check vae` of both VAEs (35 s each)")
+    parser.add_argument("--latent-channels", type=int,
+                        help="vae: widen the latent to this many channels first (then `base --resume` widens the UNet)")
     args = parser.parse_args(argv)
     if args.what == "vae" and args.source is None:
         parser.error("vae needs --from BASE (the base whose VAE trains further)")
@@ -245,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
 
         record = train_vae_further(out, Path(locate(str(args.source))), args.vae_steps, args.pictures, args.batch or 32,
                                    args.vae_lr, args.recolour, args.decoder_only, args.device, args.seed,
-                                   check=not args.no_check, thing_weight=args.thing_weight)
+                                   check=not args.no_check, thing_weight=args.thing_weight,
+                                   latent_channels=args.latent_channels)
     else:
         record = train_clip(out, args.pictures, args.clip_steps, args.batch or 64, args.device, args.seed)
     log(f"wrote {out}: {json.dumps(record)}")

@@ -114,10 +114,13 @@ def check_summary(vae, **sizes) -> dict:
 
 
 def train_vae_further(out: Path, source: Path, steps: int, pictures: int, batch: int, lr: float, recolour_share: float,
-                      decoder_only: bool, device: str, seed: int, check: bool = True, thing_weight: float = 0.0) -> dict:
+                      decoder_only: bool, device: str, seed: int, check: bool = True, thing_weight: float = 0.0,
+                      latent_channels: int | None = None) -> dict:
     """A copy of the base ``source`` in ``out`` with its VAE trained further (:func:`fine_tune_vae` on ``pictures``
     world pictures of ``seed``, things' pixels weighted ``1 + thing_weight``) and its scaling factor measured again;
-    ``training.json`` records the run and, with ``check``, :func:`check_summary` of both VAEs."""
+    ``training.json`` records the run and, with ``check``, :func:`check_summary` of both VAEs. ``latent_channels``:
+    first widen the latent to this many channels (:func:`~mos_lightning.world.latent_width.widen_vae_latent`); the
+    UNet of ``out`` is then the source's, widened the next time ``world.train base --resume out`` trains it."""
     from diffusers import AutoencoderKL
 
     from .train import encode_all, machine
@@ -125,10 +128,16 @@ def train_vae_further(out: Path, source: Path, steps: int, pictures: int, batch:
     start = time.time()
     if out.exists():
         raise FileExistsError(f"{out} exists: choose a new folder (a base is never overwritten)")
+    if latent_channels is not None and decoder_only:
+        raise ValueError("--latent-channels trains the encoder's new channels: it cannot go with --decoder-only")
     images, _ = world_pictures(pictures, seed, RESOLUTION, cache=out.parent / f"world-{pictures}-{seed}.npz")
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     vae = AutoencoderKL.from_pretrained(source / "vae")
     before = check_summary(vae) if check else None
+    if latent_channels is not None:
+        from .latent_width import widen_vae_latent
+
+        vae = widen_vae_latent(vae, latent_channels)
     weights = thing_weights(world_scenes(pictures, seed), RESOLUTION, thing_weight) if thing_weight else None
     loss = fine_tune_vae(vae, pixels, steps, batch, lr, recolour_share, decoder_only, device, seed, weights)
     vae.to("cpu").eval()
@@ -141,7 +150,7 @@ def train_vae_further(out: Path, source: Path, steps: int, pictures: int, batch:
     vae.save_pretrained(partial / "vae")
     record = {"kind": "vae", "source": str(source), "pictures": pictures, "seed": seed, "vae_steps": steps,
               "batch": batch, "lr": lr, "recolour_share": recolour_share, "thing_weight": thing_weight,
-              "decoder_only": decoder_only,
+              "decoder_only": decoder_only, "latent_channels": vae.config.latent_channels,
               "final_vae_loss": loss, "scaling_factor": vae.config.scaling_factor,
               "check_before": before, "check_after": check_summary(vae) if check else None,
               "minutes": round((time.time() - start) / 60, 1), "machine": machine(), "torch": torch.__version__}
