@@ -130,14 +130,16 @@ def train_vae_further(out: Path, source: Path, steps: int, pictures: int, batch:
         raise FileExistsError(f"{out} exists: choose a new folder (a base is never overwritten)")
     if latent_channels is not None and decoder_only:
         raise ValueError("--latent-channels trains the encoder's new channels: it cannot go with --decoder-only")
-    images, _ = world_pictures(pictures, seed, RESOLUTION, cache=out.parent / f"world-{pictures}-{seed}.npz")
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     vae = AutoencoderKL.from_pretrained(source / "vae")
-    before = check_summary(vae) if check else None
-    if latent_channels is not None:
+    if latent_channels is not None:  # widened (or refused) before any picture is drawn
         from .latent_width import widen_vae_latent
 
-        vae = widen_vae_latent(vae, latent_channels)
+        wide = widen_vae_latent(vae, latent_channels)
+    images, _ = world_pictures(pictures, seed, RESOLUTION, cache=out.parent / f"world-{pictures}-{seed}.npz")
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    before = check_summary(vae) if check else None
+    if latent_channels is not None:
+        vae = wide
     weights = thing_weights(world_scenes(pictures, seed), RESOLUTION, thing_weight) if thing_weight else None
     loss = fine_tune_vae(vae, pixels, steps, batch, lr, recolour_share, decoder_only, device, seed, weights)
     vae.to("cpu").eval()
