@@ -21,21 +21,26 @@ def _latent_rows(old: int, new: int) -> torch.Tensor:
     return torch.cat([torch.arange(old), new + torch.arange(old)])
 
 
+def _same_shapes_copied(narrow, wide) -> dict:
+    """``wide``'s state dict with every tensor that ``narrow`` has in the same shape copied from it (all but the
+    layers that touch the latent)."""
+    state, target = narrow.state_dict(), wide.state_dict()
+    return {name: state[name].clone() if name in state and state[name].shape == t.shape else t
+            for name, t in target.items()}
+
+
 def widen_vae_latent(vae, channels: int):
     """A new ``AutoencoderKL`` like ``vae`` with ``channels`` latent channels (≥ the old count); the old channels'
     weights copied, the new means' encoder rows freshly initialised (so they start carrying something), their
-    log-variances tiny like the old ones', and nothing of them read by the decoder yet."""
+    log-variances the old ones' mean, and nothing of them read by the decoder yet."""
     from diffusers import AutoencoderKL
 
     old = vae.config.latent_channels
     if channels < old:
         raise ValueError(f"latent_channels {channels} < the VAE's {old}: a latent can only be widened")
     wide = AutoencoderKL.from_config({**vae.config, "latent_channels": channels})
-    state, target = vae.state_dict(), wide.state_dict()
+    state, target = vae.state_dict(), _same_shapes_copied(vae, wide)
     rows = _latent_rows(old, channels)
-    for name, tensor in state.items():
-        if target[name].shape == tensor.shape:
-            target[name] = tensor.clone()
     conv_out_w, conv_out_b = target["encoder.conv_out.weight"], target["encoder.conv_out.bias"]
     conv_out_w[channels:], conv_out_b[channels:] = 0, 0  # new log-variances: read below, from the old ones
     conv_out_w[rows] = state["encoder.conv_out.weight"]
@@ -70,10 +75,7 @@ def widen_unet_latent(unet, channels: int):
     if channels < old or unet.config.out_channels != old:
         raise ValueError(f"cannot widen a UNet of {old} -> {unet.config.out_channels} channels to {channels}")
     wide = UNet2DConditionModel.from_config({**unet.config, "in_channels": channels, "out_channels": channels})
-    state, target = unet.state_dict(), wide.state_dict()
-    for name, tensor in state.items():
-        if target[name].shape == tensor.shape:
-            target[name] = tensor.clone()
+    state, target = unet.state_dict(), _same_shapes_copied(unet, wide)
     conv_in = torch.zeros_like(target["conv_in.weight"])
     conv_in[:, :old] = state["conv_in.weight"]
     target["conv_in.weight"] = conv_in
