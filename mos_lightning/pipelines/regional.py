@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from ..attention import attention_processors, set_attention_processors
 from ..attention.regions import BoxRounding, Region, RegionLayout, box_fractions, feature_mask, install_regional_processors
 from ..defaults import NEGATIVE_PROMPT
-from .collage import check_canvas, paste_into_boxes, plain_canvas, start_index
+from .collage import check_canvas, check_fit, check_scale, paste, plain_canvas, resized, start_index
 from .edlora import EDLoRAPipeline, to_uint8
 
 
@@ -46,7 +46,8 @@ class RegionalPipeline:
 
     def __init__(self, pipe: EDLoRAPipeline, box_rounding: BoxRounding = "inward", solo_steps: int = 0,
                  bounded_steps: int = 0, collage_strength: float = 0.0,
-                 collage_canvas: Literal["regional", "plain"] = "regional", collage_guidance: float | None = None):
+                 collage_canvas: Literal["regional", "plain"] = "regional", collage_guidance: float | None = None,
+                 collage_fit: Literal["cover", "thing"] = "cover", collage_scale: int = 1):
         self.pipe = pipe
         self.box_rounding = box_rounding  # which feature cells a box covers (see attention.regions.feature_mask)
         # the first `solo_steps` steps: each box's noise prediction from its own prompt alone (see solo_noise)
@@ -58,6 +59,9 @@ class RegionalPipeline:
         # what the collage's pieces are pasted on: the regional picture, or one colour (their borders' mean)
         self.collage_canvas = check_canvas(collage_canvas)
         self.collage_guidance = collage_guidance  # the collage's steps' guidance scale (None: the sampling's)
+        self.collage_fit = check_fit(collage_fit)  # a piece scaled to cover its box, or only its thing fitted in it
+        # the collage made and denoised at this multiple of the size, then resized to it: pieces shrink less
+        self.collage_scale = check_scale(collage_scale)
 
     def image_size(self, height: int | None, width: int | None, conditions: list[AdapterCondition]) -> tuple[int, int]:
         native = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
@@ -121,7 +125,7 @@ class RegionalPipeline:
             solo = self.solo_inputs(regions, negative_prompt, cfg, height, width, latents) if self.solo_steps else None
             image = self.decode(self.denoise(latents, layout, context, states, guidance_scale, num_inference_steps, solo))
         if collage:
-            image = self.from_collage(image, regions, (height, width), layout, context, states, negative_prompt,
+            image = self.from_collage(image, regions, (height, width), context, conditions, negative_prompt,
                                       num_inference_steps, guidance_scale, generator)
         return image
 
@@ -153,12 +157,13 @@ class RegionalPipeline:
         image = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
         return to_uint8(self.pipe.image_processor.postprocess(image, output_type="np")[0])
 
-    def from_collage(self, image: np.ndarray | None, regions: list[Region], size: tuple[int, int], layout: RegionLayout,
-                     context: torch.Tensor, states, negative_prompt: str, num_inference_steps: int,
+    def from_collage(self, image: np.ndarray | None, regions: list[Region], size: tuple[int, int], context: torch.Tensor,
+                     conditions: list[AdapterCondition], negative_prompt: str, num_inference_steps: int,
                      guidance_scale: float, generator: torch.Generator | None) -> np.ndarray:
         """Each region's prompt drawn alone (no regions, no adapters; the generator's next noise), pasted over
-        ``image`` (the regional picture; None: a plain canvas) into its box (:mod:`~mos_lightning.pipelines.collage`),
-        then noised to the last ``collage_strength`` of the steps and denoised again under region control."""
+        ``image`` (the regional picture; None: a plain canvas) into its box (:mod:`~mos_lightning.pipelines.collage`)
+        at ``collage_scale`` times the size, then noised to the last ``collage_strength`` of the steps, denoised
+        again under region control and resized to ``size``."""
         pipe, cfg = self.pipe, guidance_scale > 1
         height, width = size
         alone_layout = RegionLayout([], height, width, pipe.vae_scale_factor, self.box_rounding)
@@ -168,8 +173,13 @@ class RegionalPipeline:
             noise = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, alone.dtype, pipe.unet.device,
                                          generator)
             pieces.append(self.decode(self.denoise(noise, alone_layout, alone, None, guidance_scale, num_inference_steps)))
-        canvas = plain_canvas(pieces, height, width) if image is None else image
-        collage = paste_into_boxes(canvas, pieces, [r.box for r in regions])
+        height, width = height * self.collage_scale, width * self.collage_scale
+        layout = RegionLayout([r.box for r in regions], height, width, pipe.vae_scale_factor, self.box_rounding)
+        states = self.adapter_states(conditions, height, width)
+        if states is not None and cfg:
+            states = [torch.cat([s, s]) for s in states]
+        canvas = plain_canvas(pieces, height, width) if image is None else resized(image, height, width)
+        collage = paste(canvas, pieces, [r.box for r in regions], self.collage_fit)
         pixels = torch.from_numpy(collage.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
         latents = pipe.vae.encode(pixels.to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean
         latents = latents.to(context.dtype) * pipe.vae.config.scaling_factor
@@ -181,7 +191,8 @@ class RegionalPipeline:
         guidance = guidance_scale if self.collage_guidance is None else self.collage_guidance
         if cfg and guidance <= 1:  # unguided: the prompts' half of the context and adapter states only
             context, states = context[1:], None if states is None else [s[1:] for s in states]
-        return self.decode(self.denoise(latents, layout, context, states, guidance, num_inference_steps, start=start))
+        image = self.decode(self.denoise(latents, layout, context, states, guidance, num_inference_steps, start=start))
+        return resized(image, *size)
 
     def guided_noise(self, model_input: torch.Tensor, t, context: torch.Tensor, states, guidance_scale: float):
         """The UNet's noise prediction with classifier-free guidance (``model_input`` doubled when guided)."""

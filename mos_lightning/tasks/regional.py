@@ -12,7 +12,7 @@ from ..data.scenes import check_scenes
 from ..defaults import BASE_MODEL, NEGATIVE_PROMPT
 from ..models import Geometry
 from ..pipelines import SchedulerName
-from ..pipelines.collage import check_canvas
+from ..pipelines.collage import check_canvas, check_fit, check_scale
 from ..pipelines.regional import AdapterCondition, RegionalPipeline, draw_regions
 from .sampling import SamplingTask
 from .termination import stop_if_terminated
@@ -43,6 +43,8 @@ class RegionalTask(SamplingTask):
         collage_strength: float = 0.0,
         collage_canvas: Literal["regional", "plain"] = "regional",
         collage_guidance: float | None = None,
+        collage_fit: Literal["cover", "thing"] = "cover",
+        collage_scale: int = 1,
     ):
         """
         Args:
@@ -73,6 +75,11 @@ class RegionalTask(SamplingTask):
                 ``plain`` (one colour, the mean of the pieces' borders — their background; no regional picture is
                 drawn first, so regions + strength times the sampling cost).
             collage_guidance: Guidance scale of the collage's steps (≤ 1: unguided); None: ``guidance_scale``.
+            collage_fit: How a piece goes into its box: ``cover`` (the whole picture scaled to cover the box, centred)
+                or ``thing`` (the thing found in it — what differs from its border's colour — scaled to fill at most
+                80 % of the box, centred on it, only its pixels pasted; a piece without one as ``cover``).
+            collage_scale: The collage is made and denoised at this multiple of the picture's size (pieces shrunk
+                that much less; its steps cost ``collage_scale²`` times as much), then resized to the picture's size.
         """
         for name, value in (("solo_steps", solo_steps), ("bounded_steps", bounded_steps)):
             if value < 0:
@@ -80,6 +87,8 @@ class RegionalTask(SamplingTask):
         if not 0 <= collage_strength <= 1:
             raise ValueError(f"collage_strength must be in [0, 1] (0: no collage), got {collage_strength}")
         check_canvas(collage_canvas)
+        check_fit(collage_fit)
+        check_scale(collage_scale)
         super().__init__(base_model=base_model, edloras=edloras, lora_scale=lora_scale, scheduler=scheduler,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                          negative_prompt=negative_prompt, dtype=dtype)
@@ -125,7 +134,8 @@ class RegionalTask(SamplingTask):
             conditions = [AdapterCondition(self.adapter_models[c.adapter], Image.open(c.image), c.weight, c.regions)
                           for c in scene.conditions]
             image = RegionalPipeline(self.pipe, h.box_rounding, h.solo_steps, h.bounded_steps, h.collage_strength,
-                                     h.collage_canvas, h.collage_guidance)(
+                                     h.collage_canvas, h.collage_guidance, h.collage_fit,
+                                     h.collage_scale)(
                 scene.prompt, scene.regions, negative_prompt=scene.negative_prompt or h.negative_prompt,
                 height=scene.height, width=scene.width, num_inference_steps=h.num_inference_steps,
                 guidance_scale=h.guidance_scale, generator=torch.Generator().manual_seed(int(seed)), conditions=conditions,

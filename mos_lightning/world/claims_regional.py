@@ -43,6 +43,15 @@ REGIONAL_CONDITIONS: dict[str, dict[str, Any]] = {  # (c): folder → RegionalTa
     "collage-plain": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0},
     "collage-plain-held-out": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0,
                                "seeds": list(range(9, 17))},
+    # the same, each piece's thing found, centred and fitted in its box, only its pixels pasted (collage.paste_things)
+    "collage-things": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0, "collage_fit": "thing"},
+    "collage-things-held-out": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0,
+                                "collage_fit": "thing", "seeds": list(range(9, 17))},
+    # the same made and denoised at twice the picture's size, then resized to it (collage_scale)
+    "collage-things-x2": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0,
+                          "collage_fit": "thing", "collage_scale": 2},
+    "collage-things-x2-held-out": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0,
+                                   "collage_fit": "thing", "collage_scale": 2, "seeds": list(range(9, 17))},
     # the chosen setting against the reference again, on seeds no choice above looked at
     "with-held-out": {"box_rounding": "inward", "seeds": list(range(9, 17))},
     "context-sketch-held-out": {"context": True, "sketch": True, "sketch_weight": 2.0, "seeds": list(range(9, 17))},
@@ -206,6 +215,10 @@ REGIONAL_NAMES = {"real": "real", "alone": "each concept alone", "with": "with c
                   "sketch-only": "sketch, no regions", "collage": "control from a collage",
                   "collage-plain": "collage on a plain canvas, unguided",
                   "collage-plain-held-out": "collage on a plain canvas, unguided, seeds 9-16",
+                  "collage-things": "collage of fitted things, unguided",
+                  "collage-things-held-out": "collage of fitted things, unguided, seeds 9-16",
+                  "collage-things-x2": "collage of fitted things at twice the size",
+                  "collage-things-x2-held-out": "collage of fitted things at twice the size, seeds 9-16",
                   "with-held-out": "with control, seeds 9-16",
                   "context-sketch-held-out": "control, context and sketch ×2, seeds 9-16", "without": "without"}
 
