@@ -35,17 +35,19 @@ def paste_into_boxes(canvas: np.ndarray, pictures: list[np.ndarray], boxes: list
     return out
 
 
+def border_pixels(piece: np.ndarray, border: float = 0.0625) -> np.ndarray:
+    """``[N, 3]`` float: the pixels of the outer ``border`` of each side of ``piece``, where a region drawn alone
+    shows its background, not its thing."""
+    h, w = piece.shape[:2]
+    dy, dx = max(1, round(border * h)), max(1, round(border * w))
+    ring = np.ones((h, w), bool)
+    ring[dy:h - dy, dx:w - dx] = False
+    return piece[ring].astype(np.float64)
+
+
 def plain_canvas(pieces: list[np.ndarray], height: int, width: int, border: float = 0.0625) -> np.ndarray:
-    """A ``height × width`` canvas of one colour: the mean of the pieces' borders (the outer ``border`` of each
-    side), where a region drawn alone shows its background, not its thing."""
-    rings = []
-    for piece in pieces:
-        h, w = piece.shape[:2]
-        dy, dx = max(1, round(border * h)), max(1, round(border * w))
-        ring = np.ones((h, w), bool)
-        ring[dy:h - dy, dx:w - dx] = False
-        rings.append(piece[ring].astype(np.float64))
-    colour = np.concatenate(rings).mean(0)
+    """A ``height × width`` canvas of one colour: the mean of the pieces' :func:`border_pixels`."""
+    colour = np.concatenate([border_pixels(piece, border) for piece in pieces]).mean(0)
     return np.broadcast_to(np.round(colour).astype(np.uint8), (height, width, 3)).copy()
 
 
@@ -53,19 +55,14 @@ THING_FILL = 0.8  # a fitted thing's height and width at most this share of its 
 
 
 def thing_mask(piece: np.ndarray, border: float = 0.0625, threshold: float = 60.0) -> np.ndarray | None:
-    """The thing of a picture drawn alone: the pixels far (> ``threshold`` in RGB, or the border's own spread) from
-    the median colour of its outer ``border``, where a thing drawn alone shows its background, less specks smaller than
-    3 × 3 pixels. None when that finds
-    no thing, or one that reaches every side (a picture that is all thing, or a busy background): no silhouette to
-    trust."""
-    pixels = piece.astype(np.float64)
-    h, w = pixels.shape[:2]
-    dy, dx = max(1, round(border * h)), max(1, round(border * w))
-    ring = np.ones((h, w), bool)
-    ring[dy:h - dy, dx:w - dx] = False
-    colour = np.median(pixels[ring], 0)
-    spread = np.percentile(np.linalg.norm(pixels[ring] - pixels[ring].mean(0), axis=1), 95)
-    far = np.linalg.norm(pixels - colour, axis=2) > max(threshold, 1.5 * spread)
+    """The thing of a picture drawn alone: the pixels far (> ``threshold`` in RGB, or 1.5 × the 95th percentile of
+    the border's own spread) from the median colour of its :func:`border_pixels`, less specks smaller than 3 × 3
+    pixels — the world's exact detector's rule. None when that finds no thing, or one spanning the whole picture (all
+    thing, or a busy background): no silhouette to trust."""
+    ring = border_pixels(piece, border)
+    spread = np.percentile(np.linalg.norm(ring - ring.mean(0), axis=1), 95)
+    h, w = piece.shape[:2]
+    far = np.linalg.norm(piece.astype(np.float64) - np.median(ring, 0), axis=2) > max(threshold, 1.5 * spread)
     opened = Image.fromarray(far.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
     mask = np.asarray(opened) > 127  # specks of a noisy background gone, so they neither move nor widen the thing
     rows, cols = np.nonzero(mask)
