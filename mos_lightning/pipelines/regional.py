@@ -87,6 +87,11 @@ class RegionalPipeline:
             states = features if states is None else [s + f for s, f in zip(states, features, strict=True)]
         return states
 
+    def guided_states(self, conditions: list[AdapterCondition], height: int, width: int, cfg: bool):
+        """:meth:`adapter_states`, doubled for classifier-free guidance's two halves when ``cfg``."""
+        states = self.adapter_states(conditions, height, width)
+        return [torch.cat([s, s]) for s in states] if states is not None and cfg else states
+
     def encode_contexts(self, prompts: list[str]) -> torch.Tensor:
         """``[1, K1 * L * T, C]``: each prompt's layer-wise encoding, side by side."""
         device = self.pipe.unet.device
@@ -114,9 +119,7 @@ class RegionalPipeline:
             negatives = [negative_prompt] + [negative_prompt if r.negative_prompt is None else r.negative_prompt
                                               for r in regions]
             context = torch.cat([self.encode_contexts(negatives), context])
-        states = self.adapter_states(conditions, height, width)
-        if states is not None and cfg:
-            states = [torch.cat([s, s]) for s in states]
+        states = self.guided_states(conditions, height, width, cfg)
         latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, context.dtype, pipe.unet.device,
                                        generator)
         collage = self.collage_strength > 0 and bool(regions)
@@ -125,7 +128,7 @@ class RegionalPipeline:
             solo = self.solo_inputs(regions, negative_prompt, cfg, height, width, latents) if self.solo_steps else None
             image = self.decode(self.denoise(latents, layout, context, states, guidance_scale, num_inference_steps, solo))
         if collage:
-            image = self.from_collage(image, regions, (height, width), context, conditions, negative_prompt,
+            image = self.from_collage(image, regions, (height, width), context, states, conditions, negative_prompt,
                                       num_inference_steps, guidance_scale, generator)
         return image
 
@@ -158,7 +161,7 @@ class RegionalPipeline:
         return to_uint8(self.pipe.image_processor.postprocess(image, output_type="np")[0])
 
     def from_collage(self, image: np.ndarray | None, regions: list[Region], size: tuple[int, int], context: torch.Tensor,
-                     conditions: list[AdapterCondition], negative_prompt: str, num_inference_steps: int,
+                     states, conditions: list[AdapterCondition], negative_prompt: str, num_inference_steps: int,
                      guidance_scale: float, generator: torch.Generator | None) -> np.ndarray:
         """Each region's prompt drawn alone (no regions, no adapters; the generator's next noise), pasted over
         ``image`` (the regional picture; None: a plain canvas) into its box (:mod:`~mos_lightning.pipelines.collage`)
@@ -175,9 +178,8 @@ class RegionalPipeline:
             pieces.append(self.decode(self.denoise(noise, alone_layout, alone, None, guidance_scale, num_inference_steps)))
         height, width = height * self.collage_scale, width * self.collage_scale
         layout = RegionLayout([r.box for r in regions], height, width, pipe.vae_scale_factor, self.box_rounding)
-        states = self.adapter_states(conditions, height, width)
-        if states is not None and cfg:
-            states = [torch.cat([s, s]) for s in states]
+        if self.collage_scale > 1:  # the adapters' states for the larger size (``states``: the picture's)
+            states = self.guided_states(conditions, height, width, cfg)
         canvas = plain_canvas(pieces, height, width) if image is None else resized(image, height, width)
         collage = paste(canvas, pieces, [r.box for r in regions], self.collage_fit)
         pixels = torch.from_numpy(collage.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
