@@ -3,6 +3,8 @@ differences between region-control settings."""
 
 import json
 
+from conftest import REPO
+
 from mos_lightning.world.boxes import Layout
 from mos_lightning.world.claims_regional import REGIONAL_CONDITIONS, paired_difference, regional_section
 
@@ -140,3 +142,34 @@ def test_each_concept_in_its_place_is_read_in_its_own_box(tmp_path):
     rows = {"a": {c: row([[True, False]] * 4) for c in ["real", "alone", *REGIONAL_CONDITIONS, "without"]}}
     text, _ = regional_section({"layouts": rows, "in_place": {"a": row([[True, True]] * 4)}})
     assert "- each concept in its place, no control (world-slot layouts only; their control: 50% " in text
+
+
+def test_each_claims_condition_samples_as_it_says_whatever_the_world_config_composes_by(tmp_path, monkeypatch):
+    """configs/world/regional.yaml composes from a collage; the claims' reference ("with") must not inherit it, and
+    a collage condition must get exactly its own settings (broken on purpose: without the reference's settings as
+    the base of every condition, "with" ran the config's collage at twice the size)."""
+    from mos_lightning.cli import build_cli
+    from mos_lightning.world.claims import Claims
+
+    claims = Claims(tmp_path, ["starbox", "bandball"], [1], 5, "demo/world/clip", "demo/world/base")
+    claims.conditions = {c: REGIONAL_CONDITIONS[c] for c in ("with", "collage", "collage-things-x2")}
+    monkeypatch.setattr(Claims, "fused", lambda self, regime, solver: "demo/world/base")
+    commands = {}
+    monkeypatch.setattr(Claims, "predict_into", lambda self, folder, stage, *args: commands.setdefault(folder, args))
+    claims.compose()
+    # parsed as the predict subcommand would, less its one predict-only key (run=False parses without subcommands)
+    config = tmp_path / "regional.yaml"
+    config.write_text((REPO / "configs/world/regional.yaml").read_text().replace("return_predictions: false", ""))
+
+    def task(args: list[str]):
+        args = [str(config) if a == "configs/world/regional.yaml" else a for a in args]
+        return build_cli([*args, "--data.init_args.output_dir", str(tmp_path / "x")], run=False).model.hparams
+
+    tasks = {c: task(list(commands[c])) for c in claims.conditions}
+    settings = {c: (t.collage_strength, t.collage_canvas, t.collage_guidance, t.collage_fit, t.collage_scale)
+                for c, t in tasks.items()}
+    assert settings == {"with": (0.0, "regional", None, "cover", 1), "collage": (0.2, "regional", None, "cover", 1),
+                        "collage-things-x2": (0.2, "plain", 1.0, "thing", 2)}
+    assert tasks["with"].box_rounding == "inward" and tasks["with"].bounded_steps == 0
+    world = task(["--config", "configs/world/regional.yaml", "--model.init_args.base_model", "demo/world/base"])
+    assert (world.collage_strength, world.collage_fit, world.collage_scale) == (0.2, "thing", 2)

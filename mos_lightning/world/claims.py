@@ -1,7 +1,7 @@
 """The paper's claims, measured in the miniature world, through the real command line (one ``mos-lightning``
 process per stage, exactly as a user would run them):
 
-    python -m mos_lightning.world.claims outputs/claims --jobs 2     # about an hour on 2 CPU cores
+    python -m mos_lightning.world.claims outputs/claims --jobs 2     # about two hours on 2 CPU cores
 
 (a) single-concept tuning — ED-LoRA vs the "LoRA" baseline (one shared embedding, ``layerwise: false``) vs "P+"
     (layer-wise embeddings, no LoRA, ``lora_rank: 0``), with the class-word bound: Table 1's text and image alignment;
@@ -11,9 +11,8 @@ process per stage, exactly as a user would run them):
     the exact detector, with bootstrap intervals (:mod:`mos_lightning.world.identity`);
 (c) regional composition of 2–3 concepts from the fused model, with and without region control and under each setting
     of :data:`~mos_lightning.world.claims_regional.REGIONAL_CONDITIONS`: how often each box shows its concept, read by
-    the world's exact detector (:mod:`mos_lightning.world.boxes`), beside the rate the same judge gives real pictures
-    of the same layout, the rate of each concept drawn alone by the same model, and (world-slot layouts) of each
-    concept in its place in the layout's caption without control.
+    the world's exact detector (:mod:`mos_lightning.world.boxes`), beside real pictures of the same layout, each concept
+    drawn alone by the same model and (world-slot layouts) each in its place in the caption without control.
 
 Scores come from the world's CLIP (``demo/world/clip``). Every stage skips what is already on disk, so an
 interrupted run resumes. The results land in ``<out>/claims.md`` / ``claims.json`` and on ``<out>/index.html``.
@@ -214,7 +213,7 @@ class Claims:
         model = str(self.fused("weak", "default"))
         for condition, options in self.conditions.items():
             if not (self.out / "regional" / condition).is_dir():
-                settings = {"box_rounding": "inward", "bounded_steps": 0, **options}  # the reference unless named
+                settings = {**REGIONAL_CONDITIONS["with"], **options}  # the reference's unless named (not the config's)
                 scene = {k: settings.pop(k) for k in ("context", "sketch", "regions", "sketch_weight", "seeds")
                          if k in settings}
                 scene_file = write_scene_file(self.out, layouts, names, **scene)
@@ -222,7 +221,7 @@ class Claims:
                 self.predict_into(condition, f"regional {condition}", "--config", "configs/world/regional.yaml",
                                   "--model.init_args.base_model", model, "--data.init_args.scene_file", str(scene_file),
                                   "--model.init_args.adapters", json.dumps(adapters),
-                                  *[a for k, v in settings.items() for a in (f"--model.init_args.{k}", str(v))])
+                                  *[a for k, v in settings.items() for a in (f"--model.init_args.{k}", "null" if v is None else str(v))])
         # the model on its own: each box's prompt alone (its ceiling); each concept in its place in the caption;
         # the whole prompts without control
         for folder, prompts in (("alone", alone_prompts(layouts, names)), ("in-place", in_place_prompts(layouts, names)),

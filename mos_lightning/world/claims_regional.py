@@ -1,6 +1,5 @@
-"""The claims run's (c): regional composition scored box by box with the exact detector, per condition (each
-region-control setting of :data:`REGIONAL_CONDITIONS`, and without control), pooled
-over layouts with bootstrap intervals, and paired differences between conditions."""
+"""The claims run's (c): regional composition scored box by box with the exact detector, per condition (each setting
+of :data:`REGIONAL_CONDITIONS`, and without control), pooled over layouts with bootstrap intervals, paired differences."""
 
 from __future__ import annotations
 
@@ -26,8 +25,13 @@ LAYOUTS = (
     Layout("zigcone-over-heartcube", ("zigcone", "heartcube"), "sand", ((0.0, 0.25, 0.5, 0.75), (0.5, 0.25, 1.0, 0.75))),
 )
 REGIONAL_SEEDS = list(range(1, 9))
+# the reference's regional sampling in full: what a condition leaves out (configs/world/regional.yaml composes otherwise)
+REFERENCE_SAMPLING = {"box_rounding": "inward", "bounded_steps": 0, "collage_strength": 0.0, "collage_canvas": "regional",
+                      "collage_guidance": None, "collage_fit": "cover", "collage_scale": 1}
+_PLAIN = {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0}
+_THINGS, _HELD_OUT = {**_PLAIN, "collage_fit": "thing"}, {"seeds": list(range(9, 17))}
 REGIONAL_CONDITIONS: dict[str, dict[str, Any]] = {  # (c): folder → RegionalTask options and scene (context, sketch, regions); the first is
-    "with": {"box_rounding": "inward"},  # the reference's region control, which the others are compared with
+    "with": REFERENCE_SAMPLING,  # the reference's region control, which the others are compared with
     "with-outward": {"box_rounding": "outward"},  # every cell a box touches (ours before 0.2)
     "bounded": {"bounded_steps": 10},  # bounded self-attention for the first half of the 20 steps
     "context": {"context": True},  # region prompts with their context (Layout.region_prompt)
@@ -40,18 +44,14 @@ REGIONAL_CONDITIONS: dict[str, dict[str, Any]] = {  # (c): folder → RegionalTa
     "collage": {"collage_strength": 0.2},
     # the same pieces on one colour (their borders'; no regional picture first), the last steps unguided (picked among
     # strengths 0.1-0.4, guidance 1-5 on seeds 1-8; held on 9-16: CLAIMS.md (c), "A plain canvas, unguided")
-    "collage-plain": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0},
-    "collage-plain-held-out": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0,
-                               "seeds": list(range(9, 17))},
+    "collage-plain": _PLAIN,
+    "collage-plain-held-out": {**_PLAIN, **_HELD_OUT},
     # the same, each piece's thing found, centred and fitted in its box, only its pixels pasted (collage.paste_things)
-    "collage-things": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0, "collage_fit": "thing"},
-    "collage-things-held-out": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0,
-                                "collage_fit": "thing", "seeds": list(range(9, 17))},
+    "collage-things": _THINGS,
+    "collage-things-held-out": {**_THINGS, **_HELD_OUT},
     # the same made and denoised at twice the picture's size, then resized to it (collage_scale)
-    "collage-things-x2": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0,
-                          "collage_fit": "thing", "collage_scale": 2},
-    "collage-things-x2-held-out": {"collage_strength": 0.2, "collage_canvas": "plain", "collage_guidance": 1.0,
-                                   "collage_fit": "thing", "collage_scale": 2, "seeds": list(range(9, 17))},
+    "collage-things-x2": {**_THINGS, "collage_scale": 2},
+    "collage-things-x2-held-out": {**_THINGS, "collage_scale": 2, **_HELD_OUT},
     # the chosen setting against the reference again, on seeds no choice above looked at
     "with-held-out": {"box_rounding": "inward", "seeds": list(range(9, 17))},
     "context-sketch-held-out": {"context": True, "sketch": True, "sketch_weight": 2.0, "seeds": list(range(9, 17))},

@@ -170,14 +170,15 @@ def _row(out: Path, folder: str, concept: str, methods) -> list[np.ndarray]:
 def contact_sheets(out: Path, concepts: list[str], layouts: int) -> list[str]:
     """``figures/methods.png`` (single-concept methods), ``figures/fusion.png`` (held-out prompt, own models and
     fusions of both LoRA strengths): per concept a row; ``figures/regional.png``: per layout, two seeds with region
-    control, with context and sketch, from a collage on a plain canvas, and without."""
+    control, with control and the sketch (the paper's setting), from a collage of fitted things at twice the size (the
+    best measured), and without."""
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
     for name, folder, methods in (("methods", "eval", SINGLE), ("fusion", "eval-held-out", FUSION_FIGURE)):
         cells = [cell for concept in concepts for cell in _row(out, folder, concept, methods)]
         save_enlarged(make_grid(cells, len(methods) + 1), figures / f"{name}.png")
     regional = []
-    shown = [c for c in ("with", "context-sketch", "collage-plain", "without") if (out / "regional" / c).is_dir()]
+    shown = [c for c in ("with", "sketch", "collage-things-x2", "without") if (out / "regional" / c).is_dir()]
     for index in range(layouts):
         for condition in shown:
             regional += [np.asarray(Image.open(p).convert("RGB")) for p in composed_images(out, condition, index)[:2]]
