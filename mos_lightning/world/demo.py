@@ -4,7 +4,8 @@ and CLIP shipped with the package (nothing downloaded, nothing large trained), i
 
 1. the world concepts' folders (8 views, captions with ``<TOK>``, masks) → ``outputs/world/concepts/``
 2. an ED-LoRA for each of two concepts → ``outputs/world/edlora/<concept>/edlora.safetensors`` (a sample grid at
-   LoRA scales 0 / 0.7 / 1.0 under ``outputs/world/logs/<concept>/``) with its fusion statistics
+   LoRA scales 0 / 0.7 / 1.0 under ``outputs/world/logs/<concept>/``) with its fusion statistics; both tuned at once,
+   one CPU thread each, on a machine with two or more (their output in ``outputs/world/logs/tune-<concept>.log``)
 3. samples of each concept → ``outputs/world/samples/<concept>/``
 4. both fused into one model → ``outputs/world/fusion/{model/,fusion_report.json}``
 5. the fused model sampled with both concepts → ``outputs/world/samples/fused/``
@@ -44,15 +45,43 @@ class Demo:
         with self.timing.open("a") as table:
             table.write(f"{name}\t{round(time.time() - began)}\n")
 
+    def side_by_side(self, commands: dict[str, list[str]]) -> None:
+        """``mos-lightning`` commands at once, one share of the CPU threads each, their output in ``logs/<name>.log``: a
+        model this small runs no faster on a second thread, so two one-thread tunings take the time of one
+        (BENCHMARKS.md, "Demo time"). Their seconds go to ``timing.tsv`` as one stage."""
+        began, logs = time.time(), self.outputs / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(commands)))}
+        running = {}
+        for name, command in commands.items():
+            print(f"demo: {name}, beside the others (its output: {logs / name}.log)", flush=True)
+            with (logs / f"{name}.log").open("w") as log:
+                running[name] = subprocess.Popen([sys.executable, "-m", "mos_lightning", *command], env=env, stdout=log,
+                                                 stderr=subprocess.STDOUT)
+        for name, process in running.items():
+            if process.wait():
+                for other in running.values():
+                    other.terminate()
+                raise SystemExit(f"demo: stage {name} failed; its output is in {logs / name}.log")
+            print(f"demo: {name} done ({round(time.time() - began)} s)", flush=True)
+        with self.timing.open("a") as table:
+            table.write(f"{'+'.join(commands)}\t{round(time.time() - began)}\n")
+
     def run(self) -> None:
         self.outputs.mkdir(parents=True, exist_ok=True)
         self.timing.write_text("")
         self.stage("concepts", "-m", "mos_lightning.world", "concepts", str(self.outputs / "concepts"))
+        tunings = {}
         for concept in self.concepts:
             if (self.outputs / "edlora" / concept / "edlora.safetensors").is_file():
                 print(f"demo: {concept} already tuned (delete {self.outputs / 'edlora' / concept} to redo)")
                 continue
-            self.stage(f"tune-{concept}", "fit", "--config", "world/edlora", "--config", f"world/concepts/{concept}")
+            tunings[f"tune-{concept}"] = ["fit", "--config", "world/edlora", "--config", f"world/concepts/{concept}"]
+        if len(tunings) > 1 and (os.cpu_count() or 1) > 1:
+            self.side_by_side(tunings)
+        else:
+            for name, command in tunings.items():
+                self.stage(name, *command)
         for concept in self.concepts:
             self.stage(f"sample-{concept}", "predict", "--config", "world/sample", "--model.init_args.edloras",
                        f"[{self.outputs / 'edlora' / concept / 'edlora.safetensors'}]",
