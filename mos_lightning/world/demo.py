@@ -31,6 +31,11 @@ DEFAULT_CONCEPTS = ("buoyring", "moonball")
 FUSED_PROMPTS = ["<buoyring> on the grass", "<moonball> in the snow", "<buoyring> and <moonball> on the sand"]
 
 
+def python_args(command: tuple[str, ...] | list[str]) -> list[str]:
+    """``mos-lightning …`` as this Python runs it, or ``python -m module …`` when the command starts with ``-m``."""
+    return [sys.executable, *command] if command[0] == "-m" else [sys.executable, "-m", "mos_lightning", *command]
+
+
 class Demo:
     def __init__(self, concepts: list[str], outputs: Path = Path("outputs/world")):
         self.concepts, self.outputs = concepts, outputs
@@ -39,14 +44,14 @@ class Demo:
     def stage(self, name: str, *command: str) -> None:
         """Run one command (``mos-lightning …`` unless it starts with ``-m``) and record its seconds."""
         began = time.time()
-        args = [sys.executable, *command] if command[0] == "-m" else [sys.executable, "-m", "mos_lightning", *command]
+        args = python_args(command)
         if subprocess.run(args, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode:
             raise SystemExit(f"demo: stage {name} failed; its output is above")
         with self.timing.open("a") as table:
             table.write(f"{name}\t{round(time.time() - began)}\n")
 
     def side_by_side(self, commands: dict[str, list[str]]) -> None:
-        """``mos-lightning`` commands at once, one share of the CPU threads each, their output in ``logs/<name>.log``: a
+        """Commands (as :meth:`stage`'s) at once, one share of the CPU threads each, their output in ``logs/<name>.log``: a
         model this small runs no faster on a second thread, so two one-thread tunings take the time of one
         (BENCHMARKS.md, "Demo time"). Their seconds go to ``timing.tsv`` as one stage."""
         began, logs = time.time(), self.outputs / "logs"
@@ -56,8 +61,7 @@ class Demo:
         for name, command in commands.items():
             print(f"demo: {name}, beside the others (its output: {logs / name}.log)", flush=True)
             with (logs / f"{name}.log").open("w") as log:
-                running[name] = subprocess.Popen([sys.executable, "-m", "mos_lightning", *command], env=env, stdout=log,
-                                                 stderr=subprocess.STDOUT)
+                running[name] = subprocess.Popen(python_args(command), env=env, stdout=log, stderr=subprocess.STDOUT)
         for name, process in running.items():
             if process.wait():
                 for other in running.values():
