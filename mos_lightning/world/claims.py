@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from ..resources import locate, shipped_root
 from .boxes import Layout
 from .claims_regional import LAYOUTS, REGIONAL_CONDITIONS, REGIONAL_SEEDS, alone_prompts, in_place_prompts, write_scene_file
 from .concepts import CONCEPTS, write_concept
+from .processes import process_env, python_args
 
 STRONG = ["--model.init_args.unet_lr", "0.005", "--model.init_args.text_encoder_lr", "0.0005"]  # 5× the LoRA rates
 TUNINGS = {  # method → command-line overrides of configs/world/edlora.yaml
@@ -84,11 +83,9 @@ class Claims:
         self.parallel({stage: list(args)}, jobs=1)
 
     def parallel(self, commands: dict[str, list[str]], jobs: int) -> None:
-        """Run ``mos-lightning`` processes, ``jobs`` at a time, each with its share of the CPU threads (small
-        models on a CPU: two one-thread processes do twice the work of one two-thread process; more threads
-        than cores stall them all)."""
-        threads = str(max(1, (os.cpu_count() or 1) // jobs))
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": threads} if jobs > 1 else {})}
+        """Run ``mos-lightning`` processes, ``jobs`` at a time, each with its share of the CPU threads
+        (:func:`~mos_lightning.world.processes.process_env`)."""
+        env = process_env(jobs)
         waiting, running = list(commands.items()), dict[str, tuple]()
         while waiting or running:
             while waiting and len(running) < jobs:
@@ -97,7 +94,7 @@ class Claims:
                 log = (self.out / "logs" / f"{stage.replace(' ', '-')}.log") if jobs > 1 else None
                 if log:
                     log.parent.mkdir(parents=True, exist_ok=True)
-                process = subprocess.Popen([sys.executable, "-m", "mos_lightning", *args], cwd=REPO, env=env,
+                process = subprocess.Popen(python_args(args), cwd=REPO, env=env,
                                            stdout=log.open("w") if log else None, stderr=subprocess.STDOUT if log else None)
                 running[stage] = (process, time.time(), log)
             time.sleep(0.5)

@@ -23,17 +23,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from .processes import process_env, python_args
+
 DEFAULT_CONCEPTS = ("buoyring", "moonball")
 FUSED_PROMPTS = ["<buoyring> on the grass", "<moonball> in the snow", "<buoyring> and <moonball> on the sand"]
-
-
-def python_args(command: tuple[str, ...] | list[str]) -> list[str]:
-    """``mos-lightning …`` as this Python runs it, or ``python -m module …`` when the command starts with ``-m``."""
-    return [sys.executable, *command] if command[0] == "-m" else [sys.executable, "-m", "mos_lightning", *command]
 
 
 class Demo:
@@ -45,18 +41,18 @@ class Demo:
         """Run one command (``mos-lightning …`` unless it starts with ``-m``) and record its seconds."""
         began = time.time()
         args = python_args(command)
-        if subprocess.run(args, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode:
+        if subprocess.run(args, env=process_env()).returncode:
             raise SystemExit(f"demo: stage {name} failed; its output is above")
         with self.timing.open("a") as table:
             table.write(f"{name}\t{round(time.time() - began)}\n")
 
     def side_by_side(self, commands: dict[str, list[str]]) -> None:
-        """Commands (as :meth:`stage`'s) at once, one share of the CPU threads each, their output in ``logs/<name>.log``: a
-        model this small runs no faster on a second thread, so two one-thread tunings take the time of one
-        (BENCHMARKS.md, "Demo time"). Their seconds go to ``timing.tsv`` as one stage."""
+        """Commands (as :meth:`stage`'s) at once, each its share of the CPU threads (:func:`process_env`: two
+        one-thread tunings take the time of one; BENCHMARKS.md, "Demo time"), their output in ``logs/<name>.log``,
+        their seconds in ``timing.tsv`` as one stage."""
         began, logs = time.time(), self.outputs / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(commands)))}
+        env = process_env(len(commands))
         running = {}
         for name, command in commands.items():
             print(f"demo: {name}, beside the others (its output: {logs / name}.log)", flush=True)
